@@ -1,0 +1,185 @@
+"""Command-line flags generated from the config models, so `--help` and the YAML never disagree."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from mpibench import config as C
+from mpibench.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a UsageError (one line, exit 2) instead of usage + exit."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    path: tuple[str, ...]  # e.g. ("sweep", "batch_sizes")
+    flag: str
+    field: FieldInfo
+
+    @property
+    def dest(self) -> str:
+        return "cfg__" + "__".join(self.path)
+
+    @property
+    def is_list(self) -> bool:
+        return get_origin(self.field.annotation) is list
+
+    @property
+    def is_bool(self) -> bool:
+        return self.field.annotation is bool
+
+
+def config_flags() -> list[ConfigFlag]:
+    """One flag per leaf field of Config, in declaration order."""
+    flags = []
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]):
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, prefix + (name,))
+                continue
+            extra = field.json_schema_extra or {}
+            flag = extra.get("flag") or "--" + name.replace("_", "-")
+            flags.append(ConfigFlag(prefix + (name,), flag, field))
+
+    walk(C.Config, ())
+    return flags
+
+
+def flag_for(path: tuple[str, ...]) -> str | None:
+    for f in config_flags():
+        if f.path == path:
+            return f.flag
+    return None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    groups: dict[str, Any] = {}
+    for f in config_flags():
+        section = f.path[0] if len(f.path) > 1 else "run"
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} options"))
+        extra = f.field.json_schema_extra or {}
+        names = [f.flag, *extra.get("aliases", [])]
+        default = f.field.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        help_text = f"{f.field.description} (default: {shown})".replace("%", "%%")
+        if f.is_bool:
+            group.add_argument(*names, dest=f.dest, action="store_true", default=None, help=help_text)
+        else:
+            choices = get_args(f.field.annotation) if "Literal" in str(f.field.annotation) else None
+            group.add_argument(*names, dest=f.dest, default=None, choices=choices or None,
+                               metavar=_metavar(f), help=help_text)
+
+
+def _metavar(f: ConfigFlag) -> str:
+    if f.is_list:
+        return "A,B,..."
+    ann = f.field.annotation
+    if ann in (int, float):
+        return ann.__name__.upper()
+    return "PATH" if "Path" in str(ann) else "VALUE"
+
+
+def overrides(ns: argparse.Namespace) -> dict:
+    """The nested dict of config values given on the command line (only those given)."""
+    out: dict = {}
+    for f in config_flags():
+        value = getattr(ns, f.dest, None)
+        if value is None:
+            continue
+        if f.is_list:
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        node = out
+        for part in f.path[:-1]:
+            node = node.setdefault(part, {})
+        node[f.path[-1]] = value
+    return out
+
+
+def load_config(config_path: str | None, ns: argparse.Namespace) -> C.Config:
+    """YAML file (if any) with command-line flags on top, validated."""
+    base = C.load_yaml(config_path) if config_path else {}
+    cli = overrides(ns)
+    try:
+        return C.build(C.merge(base, cli), source="config")
+    except UsageError as err:
+        raise UsageError(_with_flag(str(err), cli)) from None
+
+
+def _with_flag(message: str, cli: dict) -> str:
+    """Name the flag too when the offending value came from the command line."""
+    for f in config_flags():
+        dotted = ".".join(f.path)
+        node: Any = cli
+        for part in f.path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and message.startswith(f"config: {dotted} "):
+            return message.replace(f"config: {dotted} ", f"{f.flag} ({dotted}) ", 1)
+    return message
+
+
+def main_guard(main):
+    """Run a CLI main(): UsageError -> one line on stderr, exit 2."""
+
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except UsageError as err:
+            if launcher_rank() == 0:  # every rank may see the same bad flag; one says so
+                print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+
+    return wrapped
+
+
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it (before MPI is initialised), else 0."""
+    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def check_output(path: Path, *, overwrite: bool, resume: bool = False) -> None:
+    """Refuse an output we must not touch, before any work is done."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise UsageError(f"--output: {str(path)!r} is a directory; give a file path ending in .h5")
+    if path.exists() and not (overwrite or resume):
+        raise UsageError(f"--output: {str(path)!r} already exists; pass --overwrite to replace it, "
+                         "--resume to complete it, or choose another path")
+    if resume and not path.exists():
+        raise UsageError(f"--resume: {str(path)!r} does not exist")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not _writable(existing):
+        raise UsageError(f"--output: cannot write to directory {str(existing)!r} "
+                         f"(for {str(path)!r}); choose a writable location")
+
+
+def _writable(directory: Path) -> bool:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".mpibench-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True

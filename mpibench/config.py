@@ -1,0 +1,228 @@
+"""Everything a user can set: pydantic models, YAML loading and command-line overrides.
+
+No torch, no MPI here: `--help` and `--dry-run` must stay instant.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mpibench.errors import UsageError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+
+#: Architectures that need no files: DistilBERT shapes built from their config.
+ARCHITECTURES: dict[str, dict[str, int]] = {
+    "distilbert-base-uncased": dict(n_layers=6, dim=768, hidden_dim=3072, n_heads=12),
+    "distilbert-tiny": dict(n_layers=2, dim=64, hidden_dim=256, n_heads=2),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "distilbert-base-uncased",
+        description="model: a known architecture (distilbert-base-uncased, distilbert-tiny) "
+        "or a local directory with config.json (and weights)",
+        json_schema_extra={"flag": "--model"},
+    )
+    num_labels: int = Field(2, ge=1, description="classification labels of the head")
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_local(cls, v: str) -> str:
+        if v in ARCHITECTURES or (Path(v) / "config.json").is_file():
+            return v
+        raise ValueError(
+            f"unknown model {v!r}; allowed: {', '.join(ARCHITECTURES)} "
+            "or a local directory containing config.json"
+        )
+
+
+class SweepConfig(_Section):
+    devices: list[str] = Field(
+        ["cpu"], description="devices to sweep: cpu, cuda, cuda:N",
+        json_schema_extra={"aliases": ["--device"]},
+    )
+    batch_sizes: list[int] = Field([1, 2, 4, 8], description="batch sizes, e.g. 1,2,4,8")
+    seq_lens: list[int] = Field([128], description="sequence lengths in tokens, e.g. 64,128")
+    precisions: list[str] = Field(["fp32"], description="precisions: fp32, bf16, fp16")
+    mixed_precision: bool = Field(
+        False, description="also sweep each device's best half precision (bf16 on CPU and "
+        "on CUDA GPUs that support it, else fp16)",
+    )
+    threads: list[int] = Field(
+        [0], description="intra-op threads per rank; 0 = the rank's share of its node's cores",
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not DEVICE_RE.match(d):
+                raise ValueError(f"unknown device {d!r}; allowed: cpu, cuda, cuda:N")
+        return _unique(v, "devices")
+
+    @field_validator("batch_sizes", "seq_lens")
+    @classmethod
+    def _positive(cls, v: list[int], info) -> list[int]:
+        for x in v:
+            if x <= 0:
+                raise ValueError(f"{x} is not allowed; {info.field_name} must be positive integers")
+        return _unique(v, info.field_name)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if x < 0:
+                raise ValueError(f"{x} is not allowed; threads must be >= 0 (0 = automatic)")
+        return _unique(v, "threads")
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in PRECISIONS:
+                raise ValueError(f"unknown precision {p!r}; allowed: {', '.join(PRECISIONS)}")
+        return _unique(v, "precisions")
+
+
+class MeasureConfig(_Section):
+    warmup_iters: int = Field(
+        5, ge=0, description="warm-up iterations before measuring (after the cold first call)",
+        json_schema_extra={"flag": "--warmup"},
+    )
+    warmup_s: float = Field(1.0, ge=0, description="minimum warm-up time in seconds")
+    min_time_s: float = Field(
+        3.0, ge=0, description="measure at least this many seconds per task",
+        json_schema_extra={"flag": "--min-time"},
+    )
+    min_iters: int = Field(10, ge=2, description="measure at least this many iterations")
+    max_time_s: float = Field(
+        30.0, gt=0, description="stop at this many seconds even if not converged",
+        json_schema_extra={"flag": "--max-time"},
+    )
+    target_ci: float = Field(
+        0.02, gt=0, lt=1,
+        description="stop when the 95% CI of the median latency is within +-this fraction",
+    )
+
+
+class OutputConfig(_Section):
+    path: Path = Field(
+        Path("results/mpibench.h5"), description="HDF5 file to write",
+        json_schema_extra={"flag": "--output"},
+    )
+    overwrite: bool = Field(False, description="replace an existing output file")
+    jsonl: Path | None = Field(None, description="also write one JSON line per task to this path")
+
+
+class Config(_Section):
+    """A whole run: what to measure, how, and where to write it."""
+
+    model: ModelConfig = ModelConfig()
+    sweep: SweepConfig = SweepConfig()
+    measure: MeasureConfig = MeasureConfig()
+    output: OutputConfig = OutputConfig()
+    energy: Literal["auto", "rapl", "pyrapl", "nvml", "none"] = Field(
+        "auto", description="energy backend: auto, rapl, pyrapl, nvml, none"
+    )
+    seed: int = Field(0, description="seed for generated input text and random weights")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _unique(v: list, name: str) -> list:
+    if not v:
+        raise ValueError(f"{name} must not be empty")
+    if len(set(v)) != len(v):
+        raise ValueError(f"{name} has duplicates: {v}")
+    return v
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file into a plain dict; bad files become a UsageError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"--config: file {str(p)!r} does not exist") from None
+    except OSError as err:
+        raise UsageError(f"--config: cannot read {str(p)!r}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"--config: {str(p)!r}{where} is not valid YAML: "
+                         f"{getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config: {str(p)!r} must hold a mapping of sections "
+                         f"({', '.join(Config.model_fields)}), got {type(data).__name__}")
+    return data
+
+
+def build(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a nested dict into a Config; the first error becomes one clear line."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise UsageError(describe_error(err, source)) from None
+
+
+def describe_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"] if not isinstance(x, int))
+    value = e.get("input")
+    if e["type"] == "extra_forbidden":
+        section = _section_of(e["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else ""
+        return f"{source}: unknown field {loc!r}; allowed here: {allowed}"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)  # as typed on the command line
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "literal_error":
+        msg = msg.replace("Input should be", "allowed:")
+    return f"{source}: {loc} = {value!r}: {msg}"
+
+
+def _section_of(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type)
+                                 and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge `override` into a copy of `base` (CLI flags over YAML)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def best_half_precision(device: str, bf16_supported: bool | None = None) -> str:
+    """The prototype's --mixed-precision: bf16 on CPU, bf16 on CUDA where supported, else fp16."""
+    if device == "cpu":
+        return "bf16"
+    return "bf16" if bf16_supported in (None, True) else "fp16"

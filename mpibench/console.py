@@ -1,0 +1,84 @@
+"""What rank 0 prints: the plan, one progress line per finished task (done/total, ETA), the summary."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+
+from mpibench.plan import Task
+
+# Plain text at a fixed minimum width: output usually lands in job logs (mpirun, Slurm), not terminals.
+console = Console(file=sys.stdout, highlight=False, color_system=None, soft_wrap=True,
+                  width=max(120, shutil.get_terminal_size((120, 24)).columns))
+
+
+def fmt_duration(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def print_plan(tasks: list[Task], workers: int, total_s: float) -> None:
+    for t in tasks:
+        console.print(f"  task {t.task_id:>4}  {t.model}  {t.label()}  ~{t.est_cost_s:.1f} s")
+    console.print(f"{len(tasks)} tasks on {workers} measuring rank(s); estimated total "
+                  f"{fmt_duration(total_s)}")
+
+
+class Progress:
+    """done/total with an ETA from the estimated cost of what is done and what is left."""
+
+    def __init__(self, tasks: list[Task]):
+        self.total = len(tasks)
+        self.remaining_cost = sum(t.est_cost_s for t in tasks)
+        self.done_cost = 0.0
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def update(self, row: dict, task: Task) -> None:
+        self.done += 1
+        self.done_cost += task.est_cost_s
+        self.remaining_cost -= task.est_cost_s
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed * self.remaining_cost / self.done_cost if self.done_cost > 0 else math.nan
+        if row["status"] == "ok":
+            what = (f"{row['throughput_sps']:8.1f} samples/s  p50 {row['e2e_p50_ms']:.2f} ms"
+                    + ("" if row.get("converged") else "  (not converged)"))
+        else:
+            what = f"{row['status'].upper()}: {row['message']}"
+        width = len(str(self.total))
+        console.print(f"[{self.done:>{width}}/{self.total}] {task.label(row['threads']):<40} rank {row['rank']:<3} "
+                      f"{what} | {fmt_duration(elapsed)} ETA {fmt_duration(eta)}")
+
+
+def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
+    """Per device and precision: the best batch size by throughput, beside batch size 1."""
+    by = defaultdict(list)
+    status_count: dict[str, int] = defaultdict(int)
+    for r in rows:
+        status_count[r["status"]] += 1
+        if r["status"] == "ok":
+            by[(r["device"], r["precision"], r["seq_len"], r["threads"])].append(r)
+    table = Table(title="Best batch size by throughput (end to end)")
+    for col in ("device", "precision", "seq", "threads", "best batch", "samples/s", "95% CI (ms)",
+                "p99 ms", "vs smallest batch"):
+        table.add_column(col, justify="right" if col not in ("device", "precision") else "left")
+    for (dev, prec, seq, thr), rs in sorted(by.items()):
+        best = max(rs, key=lambda r: r["throughput_sps"])
+        smallest = min(rs, key=lambda r: r["batch_size"])
+        gain = best["throughput_sps"] / smallest["throughput_sps"]
+        table.add_row(dev, prec, str(seq), str(thr), str(best["batch_size"]),
+                      f"{best['throughput_sps']:.1f}",
+                      f"{best['e2e_ci_low_ms']:.2f}-{best['e2e_ci_high_ms']:.2f}",
+                      f"{best['e2e_p99_ms']:.2f}",
+                      f"x{gain:.2f} (bs {smallest['batch_size']})")
+    console.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status_count.items()))
+    console.print(f"{len(rows)} tasks ({counts}) in {fmt_duration(elapsed_s)}; results: {path}")

@@ -1,0 +1,4 @@
+"""Measuring one task: model and tokenizer building, generated inputs, the profiled Runner.
+
+Knows nothing of MPI.
+"""

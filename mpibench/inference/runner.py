@@ -1,0 +1,114 @@
+"""The profiled Runner: cold call, warm-up, then iterations until the median is known well enough."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from mpibench.config import MeasureConfig
+from mpibench.inference.timers import CpuTimer
+from mpibench.stats import PHASES, ci_relative_halfwidth
+
+
+class Workload(Protocol):
+    """One iteration in four phases; each returns what the next one takes."""
+
+    def preprocess(self, i: int) -> Any: ...
+    def h2d(self, x: Any) -> Any: ...
+    def forward(self, x: Any) -> Any: ...
+    def postprocess(self, y: Any) -> Any: ...
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (a signal reached the coordinator)."""
+
+
+@dataclass
+class Measurement:
+    raw_ns: dict[str, np.ndarray]
+    cold_ns: int
+    warmup_iters: int
+    measure_s: float
+    converged: bool
+    energy: Any = None  # an EnergyReading when a meter ran
+
+    @property
+    def n_iters(self) -> int:
+        return len(self.raw_ns[PHASES[0]])
+
+
+class Runner:
+    """Measures a Workload by the rules of a MeasureConfig.
+
+    The timer and the wall clock are parameters so that tests can drive the runner with a fake clock
+    and check every statistic exactly; the meter (if any) brackets the measured iterations only.
+    """
+
+    def __init__(self, measure: MeasureConfig, timer=None, clock: Callable[[], int] = time.perf_counter_ns,
+                 meter=None, should_stop: Callable[[], bool] = lambda: False):
+        self.m = measure
+        self.clock = clock
+        self.timer = timer or CpuTimer(clock)
+        self.meter = meter
+        self.should_stop = should_stop
+
+    def _iteration(self, w: Workload, i: int) -> list[int]:
+        t = self.timer
+        t.start()
+        x = w.preprocess(i)
+        t.mark()
+        x = w.h2d(x)
+        t.mark()
+        y = w.forward(x)
+        t.mark()
+        w.postprocess(y)
+        t.mark()
+        return t.stop()
+
+    def run(self, w: Workload) -> Measurement:
+        m = self.m
+        cold_ns = sum(self._iteration(w, 0))
+        i, t0 = 1, self.clock()
+        while i <= m.warmup_iters or (self.clock() - t0) < m.warmup_s * 1e9:
+            self._check_stop()
+            self._iteration(w, i)
+            i += 1
+        warmup_iters = i - 1
+
+        samples: list[list[int]] = []
+        if self.meter is not None:
+            self.meter.start()
+        try:
+            start, converged = self.clock(), False
+            next_check = m.min_iters
+            while True:
+                self._check_stop()
+                samples.append(self._iteration(w, i))
+                i += 1
+                elapsed_s = (self.clock() - start) / 1e9
+                n = len(samples)
+                if n >= next_check and elapsed_s >= m.min_time_s:
+                    e2e = np.fromiter((sum(s) for s in samples), dtype=np.float64, count=n)
+                    if ci_relative_halfwidth(e2e) <= m.target_ci:
+                        converged = True
+                        break
+                    next_check = max(n + 1, math.ceil(n * 1.05))  # keeps all checks O(n log n)
+                if elapsed_s >= m.max_time_s:
+                    break
+        except BaseException:
+            if self.meter is not None:
+                self.meter.stop()
+            raise
+        measure_s = (self.clock() - start) / 1e9
+        energy = self.meter.stop() if self.meter is not None else None
+        arr = np.asarray(samples, dtype=np.int64).reshape(-1, len(PHASES))
+        raw = {p: arr[:, k].copy() for k, p in enumerate(PHASES)}
+        return Measurement(raw, cold_ns, warmup_iters, measure_s, converged, energy)
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise Interrupted("stopped by signal")

@@ -1,0 +1,94 @@
+"""Config -> ordered list of Tasks: the cartesian sweep, a cost estimate, the resume filter."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+from mpibench.config import ARCHITECTURES, Config, best_half_precision
+from mpibench.flops import distilbert_flops_per_sample
+
+#: A rough CPU rate for ordering and the --dry-run estimate only; never reported as a result.
+_ASSUMED_FLOPS = {"cpu": 50e9, "cuda": 20e12}
+_MODEL_BUILD_S = 2.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One configuration to measure. Frozen and hashable: the unit rank 0 hands out."""
+
+    task_id: int
+    model: str
+    device: str
+    precision: str
+    batch_size: int
+    seq_len: int
+    threads: int
+    est_cost_s: float = 0.0
+
+    @property
+    def key(self) -> tuple:
+        """What identifies a configuration across runs (for --resume and comparisons)."""
+        return (self.model, self.device, self.precision, self.batch_size, self.seq_len, self.threads)
+
+    def label(self, threads: int | None = None) -> str:
+        thr = threads or self.threads or "auto"
+        return (f"{self.device} {self.precision} bs={self.batch_size} seq={self.seq_len} "
+                f"threads={thr}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def precisions_for(cfg: Config, device: str, bf16_supported: bool | None = None) -> list[str]:
+    out = list(cfg.sweep.precisions)
+    if cfg.sweep.mixed_precision:
+        half = best_half_precision(device.split(":")[0], bf16_supported)
+        if half not in out:
+            out.append(half)
+    return out
+
+
+def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
+    """The sweep in a stable order (task ids are positions in it)."""
+    s = cfg.sweep
+    combos = []
+    for device in s.devices:
+        for prec, bs, seq, thr in itertools.product(
+            precisions_for(cfg, device, bf16_supported), s.batch_sizes, s.seq_lens, s.threads
+        ):
+            combos.append((device, prec, bs, seq, thr))
+    return [
+        Task(i, cfg.model.name, d, p, bs, seq, thr, est_cost_s=estimate_cost(cfg, d, bs, seq))
+        for i, (d, p, bs, seq, thr) in enumerate(combos)
+    ]
+
+
+def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int) -> float:
+    """Expected seconds for one task: warm-up, then the longer of min_time and min_iters iterations."""
+    m = cfg.measure
+    arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
+    flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
+    iter_s = flops / _ASSUMED_FLOPS[device.split(":")[0]]
+    warm = max(m.warmup_s, (m.warmup_iters + 1) * iter_s)
+    measure = min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
+    return warm + measure
+
+
+def pending(tasks: list[Task], done_keys: set[tuple]) -> list[Task]:
+    """Tasks not yet finished (for --resume)."""
+    return [t for t in tasks if t.key not in done_keys]
+
+
+def dispatch_order(tasks: list[Task]) -> list[Task]:
+    """Longest expected first: the classic LPT rule keeps the makespan short."""
+    return sorted(tasks, key=lambda t: (-t.est_cost_s, t.task_id))
+
+
+def estimate_total(tasks: list[Task], workers: int) -> float:
+    """A lower-bound-ish makespan: LPT over `workers` plus one model build per worker."""
+    loads = [0.0] * max(1, workers)
+    for t in dispatch_order(tasks):
+        i = loads.index(min(loads))
+        loads[i] += t.est_cost_s
+    return max(loads) + _MODEL_BUILD_S

@@ -1,0 +1,89 @@
+"""Statistics from raw per-iteration times, in one place: percentiles, the median's CI, summaries.
+
+numpy only (the analysis side uses this too, on a laptop).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PHASES = ("preprocess", "h2d", "forward", "postprocess")
+_Z95 = 1.959963984540054
+
+
+def median_ci(x: np.ndarray, conf_z: float = _Z95) -> tuple[float, float]:
+    """Distribution-free CI of the median from order statistics (binomial, normal approximation).
+
+    With n sorted samples the interval is [x_(l), x_(u)], l = floor((n - z*sqrt(n)) / 2),
+    u = ceil(1 + (n + z*sqrt(n)) / 2) (1-based). Too few samples for a 95 % interval give (-inf, inf).
+    """
+    n = len(x)
+    if n < 6:  # with n <= 5 even [min, max] covers the median with < 95 % probability
+        return (-math.inf, math.inf)
+    s = np.sort(x)
+    half = conf_z * math.sqrt(n) / 2
+    lo = max(1, math.floor(n / 2 - half))
+    hi = min(n, math.ceil(1 + n / 2 + half))
+    return float(s[lo - 1]), float(s[hi - 1])
+
+
+def ci_relative_halfwidth(x: np.ndarray) -> float:
+    """Half the CI's width over the median: the stopping rule compares this with target_ci."""
+    lo, hi = median_ci(x)
+    med = float(np.median(x)) if len(x) else math.nan
+    if not math.isfinite(lo) or med <= 0:
+        return math.inf
+    return (hi - lo) / 2 / med
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Summary of one series in milliseconds."""
+
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    n: int
+
+    @classmethod
+    def of_ns(cls, ns: np.ndarray) -> "Summary":
+        if len(ns) == 0:
+            nan = math.nan
+            return cls(nan, nan, nan, nan, nan, nan, nan, 0)
+        ms = np.asarray(ns, dtype=np.float64) / 1e6
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        return cls(float(ms.mean()), float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+                   float(p50), float(p90), float(p99), float(ms.min()), float(ms.max()), len(ms))
+
+
+def summarize(raw_ns: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
+    """The /tasks statistics columns from raw per-phase nanoseconds."""
+    e2e = sum(np.asarray(raw_ns[p], dtype=np.int64) for p in PHASES)
+    s = Summary.of_ns(e2e)
+    lo, hi = median_ci(e2e / 1e6) if len(e2e) else (math.nan, math.nan)
+    row = {
+        "n_iters": s.n,
+        "e2e_mean_ms": s.mean_ms, "e2e_std_ms": s.std_ms,
+        "e2e_p50_ms": s.p50_ms, "e2e_p90_ms": s.p90_ms, "e2e_p99_ms": s.p99_ms,
+        "e2e_min_ms": s.min_ms, "e2e_max_ms": s.max_ms,
+        "e2e_ci_low_ms": lo, "e2e_ci_high_ms": hi,
+        "throughput_sps": _per_second(batch_size, s.mean_ms),
+    }
+    for p in PHASES:
+        ps = Summary.of_ns(raw_ns[p])
+        row[f"{p}_mean_ms"] = ps.mean_ms
+        row[f"{p}_p50_ms"] = ps.p50_ms
+        row[f"{p}_p99_ms"] = ps.p99_ms
+    row["forward_throughput_sps"] = _per_second(batch_size, row["forward_mean_ms"])
+    return row
+
+
+def _per_second(batch_size: int, mean_ms: float) -> float:
+    return batch_size / (mean_ms / 1e3) if mean_ms and mean_ms > 0 else math.nan

@@ -1,0 +1,260 @@
+"""The HDF5 file: one per run, rank 0 the only writer, flushed after every result.
+
+Layout (all datasets chunked and appendable, created up front so the writer can run in SWMR mode,
+which keeps every flushed result readable after a crash or SIGKILL):
+
+    /            attributes: schema_version, mpibench_version, config_yaml, start/end time, ...
+    /hosts/<col> one row per node
+    /tasks/<col> one row per finished task; equal-length 1-D columns, strings UTF-8
+    /raw/<phase>_ns  per-iteration nanoseconds of every task, rows [raw_offset, raw_offset+raw_count)
+
+No torch and no MPI here: analysis reads these files on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from mpibench import SCHEMA_VERSION, __version__
+from mpibench.errors import UsageError
+from mpibench.stats import PHASES
+
+STR = h5py.string_dtype("utf-8")
+
+#: (name, dtype, description) of every /tasks column, in file order. README documents these.
+TASK_COLUMNS: list[tuple[str, Any, str]] = [
+    ("task_id", "i8", "position of the task in the planned sweep"),
+    ("model", STR, "model name or path"),
+    ("device", STR, "cpu, cuda or cuda:N as planned"),
+    ("precision", STR, "fp32, bf16 or fp16 (weights cast to that type)"),
+    ("batch_size", "i8", "samples per forward pass"),
+    ("seq_len", "i8", "tokens per sample (inputs padded/truncated to exactly this)"),
+    ("threads", "i8", "intra-op threads the task ran with (torch.set_num_threads)"),
+    ("rank", "i8", "MPI rank that measured the task"),
+    ("host", STR, "hostname of that rank"),
+    ("status", STR, "ok, failed, oom, unavailable or interrupted"),
+    ("message", STR, "why, when status is not ok (with rank and host)"),
+    ("weights", STR, "pretrained (local files) or random-init (same architecture and speed)"),
+    ("device_name", STR, "the device as the rank saw it (CPU model or GPU name)"),
+    ("n_iters", "i8", "measured iterations (raw samples per phase)"),
+    ("converged", "?", "the stopping rule was met before max_time"),
+    ("cold_ms", "f8", "end-to-end time of the very first call"),
+    ("warmup_iters", "i8", "warm-up iterations run after the cold call"),
+    ("measure_s", "f8", "wall time of the measured iterations"),
+    ("throughput_sps", "f8", "samples per second, end to end (batch_size / e2e_mean)"),
+    ("forward_throughput_sps", "f8", "samples per second of the forward phase alone"),
+    *[(f"e2e_{s}_ms", "f8", f"end-to-end latency per batch: {s}")
+      for s in ("mean", "std", "p50", "p90", "p99", "min", "max")],
+    ("e2e_ci_low_ms", "f8", "95 % CI of the median end-to-end latency: low"),
+    ("e2e_ci_high_ms", "f8", "95 % CI of the median end-to-end latency: high"),
+    *[(f"{p}_{s}_ms", "f8", f"{p} phase: {s}") for p in PHASES for s in ("mean", "p50", "p99")],
+    ("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
+    ("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
+    ("energy_j", "f8", "energy of the measured window, J (NaN where not measured)"),
+    ("energy_cpu_j", "f8", "CPU package energy, J"),
+    ("energy_dram_j", "f8", "DRAM energy, J"),
+    ("energy_gpu_j", "f8", "GPU energy, J"),
+    ("j_per_sample", "f8", "energy_j per sample measured"),
+    ("energy_status", STR, "ok, shared, or why energy is NaN (unavailable, absent, permission, ...)"),
+    ("energy_method", STR, "counter, sampled, estimated or none"),
+    ("start_time", "f8", "task start, Unix seconds"),
+    ("end_time", "f8", "task end, Unix seconds"),
+    ("raw_offset", "i8", "first row of this task in /raw/*_ns"),
+    ("raw_count", "i8", "rows of this task in /raw/*_ns (= n_iters)"),
+]
+
+HOST_COLUMNS: list[tuple[str, Any, str]] = [
+    ("host", STR, "hostname"),
+    ("cpu_model", STR, "CPU model name"),
+    ("cores", "i8", "logical CPUs on the node"),
+    ("memory_gib", "f8", "memory of the node, GiB"),
+    ("gpus", STR, "JSON list of GPUs: name, uuid, memory"),
+    ("ranks", STR, "MPI ranks on the node, comma-separated"),
+]
+
+_CHUNK = 256
+_RAW_CHUNK = 16384
+
+
+def _missing(dtype) -> Any:
+    if dtype is STR:
+        return ""
+    return {"f8": math.nan, "i8": -1, "?": False}[dtype]
+
+
+def _create_columns(group: h5py.Group, columns, chunk: int) -> None:
+    for name, dtype, desc in columns:
+        ds = group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype)
+        ds.attrs["description"] = desc
+
+
+def _append_row(group: h5py.Group, columns, row: dict) -> int:
+    unknown = set(row) - {c[0] for c in columns}
+    if unknown:
+        raise KeyError(f"unknown columns {sorted(unknown)}")
+    n = group[columns[0][0]].shape[0]
+    for name, dtype, _ in columns:
+        ds = group[name]
+        ds.resize((n + 1,))
+        value = row.get(name, _missing(dtype))
+        ds[n] = value if value is not None else _missing(dtype)
+    return n
+
+
+class Store:
+    """Append-only writer for one run file. Use `create` for a new run and `reopen` to resume one."""
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+        self.path = Path(f.filename)
+
+    @classmethod
+    def create(cls, path: Path, attrs: dict, hosts: Iterable[dict], overwrite: bool = False) -> "Store":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not overwrite:
+            raise UsageError(f"--output: {str(path)!r} already exists; pass --overwrite")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        f = h5py.File(tmp, "w", libver="latest")
+        f.attrs.update({"schema_version": SCHEMA_VERSION, "mpibench_version": __version__,
+                        "format": "mpibench", "complete": False})
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        _create_columns(f.create_group("hosts"), HOST_COLUMNS, 16)
+        for h in hosts:
+            _append_row(f["hosts"], HOST_COLUMNS, h)
+        _create_columns(f.create_group("tasks"), TASK_COLUMNS, _CHUNK)
+        raw = f.create_group("raw")
+        for p in PHASES:
+            ds = raw.create_dataset(f"{p}_ns", shape=(0,), maxshape=(None,), chunks=(_RAW_CHUNK,),
+                                    dtype="i8")
+            ds.attrs["description"] = f"{p} phase time of every measured iteration, ns"
+        f.close()
+        os.replace(tmp, path)  # an old file is replaced only now, when the new one is complete
+        return cls.reopen(path)
+
+    @classmethod
+    def reopen(cls, path: Path) -> "Store":
+        f = h5py.File(path, "r+", libver="latest")
+        f.swmr_mode = True
+        return cls(f)
+
+    @property
+    def n_tasks(self) -> int:
+        return self.f["tasks/task_id"].shape[0]
+
+    def append(self, row: dict, raw_ns: dict[str, np.ndarray] | None = None) -> None:
+        """Write one task's row and raw samples, then flush: after this it survives a crash."""
+        raw = self.f["raw"]
+        offset = raw[f"{PHASES[0]}_ns"].shape[0]
+        count = 0
+        if raw_ns is not None:
+            count = len(raw_ns[PHASES[0]])
+            for p in PHASES:
+                ds = raw[f"{p}_ns"]
+                ds.resize((offset + count,))
+                ds[offset:] = np.asarray(raw_ns[p], dtype=np.int64)
+        _append_row(self.f["tasks"], TASK_COLUMNS, {**row, "raw_offset": offset, "raw_count": count})
+        self.f.flush()
+
+    def set_attrs(self, **attrs) -> None:
+        for k, v in attrs.items():
+            self.f.attrs[k] = v
+        self.f.flush()
+
+    def close(self, complete: bool = True) -> None:
+        if self.f:
+            self.set_attrs(end_time=_now(), complete=complete)
+            self.f.close()
+            self.f = None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def open_run(path: str | Path) -> h5py.File:
+    """Open a run file for reading (also one whose writer was killed); refuse what is not ours."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{str(p)!r}: no such file")
+    try:
+        f = h5py.File(p, "r", swmr=True, libver="latest")
+    except OSError as err:
+        raise UsageError(f"{str(p)!r} is not an HDF5 file mpibench can read ({err})") from None
+    if f.attrs.get("format") != "mpibench" or "tasks" not in f:
+        f.close()
+        raise UsageError(f"{str(p)!r} is not an mpibench results file")
+    version = int(f.attrs.get("schema_version", 0))
+    if version > SCHEMA_VERSION:
+        f.close()
+        raise UsageError(f"{str(p)!r} has schema version {version}; this mpibench reads up to "
+                         f"{SCHEMA_VERSION}: upgrade mpibench")
+    return f
+
+
+def _read_group(g: h5py.Group) -> dict[str, np.ndarray]:
+    out = {}
+    for name in g:
+        ds = g[name]
+        out[name] = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
+    n = min((len(v) for v in out.values()), default=0)  # a killed writer may leave one column longer
+    return {k: v[:n] for k, v in out.items()}
+
+
+def read_tasks(path: str | Path) -> dict[str, np.ndarray]:
+    """The /tasks table as {column: array}; `pandas.DataFrame(read_tasks(p))` gives a frame."""
+    with open_run(path) as f:
+        return _read_group(f["tasks"])
+
+
+def read_hosts(path: str | Path) -> dict[str, np.ndarray]:
+    with open_run(path) as f:
+        return _read_group(f["hosts"])
+
+
+def read_raw(path: str | Path, offset: int, count: int) -> dict[str, np.ndarray]:
+    """Raw per-phase nanoseconds of one task."""
+    with open_run(path) as f:
+        return {p: f[f"raw/{p}_ns"][offset:offset + count] for p in PHASES}
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    with open_run(path) as f:
+        return dict(f.attrs)
+
+
+# ---------------------------------------------------------------- JSON lines
+
+
+class JsonlWriter:
+    """One JSON line per task, appended as results arrive (the prototype's format)."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v))
+                 for k, v in row.items()}
+        self.fh.write(json.dumps(clean) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v

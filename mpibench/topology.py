@@ -1,0 +1,73 @@
+"""Where every rank runs: node communicator, local rank, node numbering, host facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+from mpi4py import MPI
+
+from mpibench.hostinfo import cpu_model, memory_gib, nvml_gpus
+
+
+@dataclass(frozen=True)
+class Topology:
+    rank: int
+    size: int
+    host: str
+    node: int  # node index, 0..n_nodes-1, by the lowest world rank on it
+    n_nodes: int
+    local_rank: int
+    local_size: int
+    node_ranks: tuple[int, ...]  # world ranks on this node
+    cores: int  # CPUs this rank may run on (its affinity mask)
+
+    @property
+    def is_node_leader(self) -> bool:
+        return self.local_rank == 0
+
+    @property
+    def measuring_ranks_on_node(self) -> int:
+        """Ranks on this node that measure: all but rank 0 when rank 0 only coordinates."""
+        coordinator_here = self.size > 1 and 0 in self.node_ranks
+        return max(1, self.local_size - (1 if coordinator_here else 0))
+
+    def default_threads(self) -> int:
+        """The rank's fair share of its node's cores."""
+        return max(1, self.cores // self.measuring_ranks_on_node)
+
+
+def discover(comm: MPI.Comm) -> Topology:
+    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
+    node_ranks = tuple(node_comm.allgather(comm.rank))
+    leaders = sorted(set(comm.allgather(min(node_ranks))))
+    node_comm.Free()
+    return Topology(
+        rank=comm.rank, size=comm.size, host=socket.gethostname(),
+        node=leaders.index(min(node_ranks)), n_nodes=len(leaders),
+        local_rank=node_ranks.index(comm.rank), local_size=len(node_ranks),
+        node_ranks=node_ranks, cores=len(os.sched_getaffinity(0)),
+    )
+
+
+def host_facts(topo: Topology) -> dict:
+    """One /hosts row, collected by a node's leader."""
+    return {
+        "host": topo.host,
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count() or 0,
+        "memory_gib": memory_gib(),
+        "gpus": json.dumps(nvml_gpus()),
+        "ranks": ",".join(map(str, topo.node_ranks)),
+    }
+
+
+def gather_hosts(comm: MPI.Comm, topo: Topology) -> list[dict] | None:
+    """Every node's facts at rank 0 (None elsewhere), in node order."""
+    facts = host_facts(topo) if topo.is_node_leader else None
+    rows = comm.gather((topo.node, facts), root=0)
+    if comm.rank != 0:
+        return None
+    return [f for _, f in sorted((n, f) for n, f in rows if f is not None)]

@@ -1,0 +1,21 @@
+"""The benchmark scripts run and end with their `name: value` line (their figures are not judged here)."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, mpi_env
+
+SCRIPTS = {"overhead.py": "harness_overhead_ratio"}
+
+
+@pytest.mark.parametrize("script, name", sorted(SCRIPTS.items()))
+def test_benchmark_runs_quick(script, name):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=mpi_env())
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(rf"{name}: ([0-9.]+)", last)
+    assert m and float(m.group(1)) > 0, last

@@ -1,0 +1,117 @@
+"""Config validation, its messages, CLI overrides and the generated --help."""
+
+import pytest
+
+from mpibench import config as C
+from mpibench.cli import check_output, config_flags, load_config
+from mpibench.errors import UsageError
+from mpibench.run import build_parser
+
+from conftest import ROOT
+
+
+def parse(*argv, config=None):
+    ns = build_parser().parse_args(list(argv))
+    return load_config(config, ns)
+
+
+def test_defaults_are_valid():
+    cfg = C.Config()
+    assert cfg.model.name == "distilbert-base-uncased"
+    assert cfg.sweep.precisions == ["fp32"]
+
+
+def test_cli_overrides_yaml(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("sweep:\n  batch_sizes: [1, 2]\n  precisions: [fp32]\nmeasure:\n  min_time_s: 5\n")
+    cfg = parse("--batch-sizes", "4,8,16", "--min-time", "0.5", "--device", "cuda:1", config=y)
+    assert cfg.sweep.batch_sizes == [4, 8, 16]
+    assert cfg.measure.min_time_s == 0.5
+    assert cfg.sweep.devices == ["cuda:1"]
+    assert cfg.sweep.precisions == ["fp32"]  # from the file, untouched
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--batch-sizes", "0,2"], ["--batch-sizes", "sweep.batch_sizes", "0 is not allowed", "positive"]),
+    (["--batch-sizes", "-3"], ["--batch-sizes", "-3 is not allowed"]),
+    (["--batch-sizes", "two"], ["--batch-sizes", "'two'", "integer"]),
+    (["--precisions", "fp8"], ["--precisions", "'fp8'", "allowed: fp32, bf16, fp16"]),
+    (["--devices", "tpu"], ["--devices", "'tpu'", "allowed: cpu, cuda, cuda:N"]),
+    (["--device", "cuda:x"], ["'cuda:x'", "cuda:N"]),
+    (["--energy", "magic"], ["--energy", "magic", "invalid choice"]),
+    (["--model", "no-such-model"], ["--model", "'no-such-model'", "distilbert-tiny"]),
+    (["--target-ci", "2"], ["--target-ci", "less than 1"]),
+    (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+])
+def test_bad_values_name_field_value_and_allowed(argv, needles):
+    with pytest.raises(UsageError) as err:
+        parse(*argv)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_unknown_yaml_field_lists_allowed(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("sweep:\n  batch_size: [1]\n")
+    with pytest.raises(UsageError, match=r"unknown field 'sweep.batch_size'; allowed here: devices, batch_sizes"):
+        parse(config=y)
+
+
+def test_yaml_value_error_names_field(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("sweep:\n  batch_sizes: [4, 0]\n")
+    with pytest.raises(UsageError, match=r"^config: sweep.batch_sizes = \[4, 0\]: 0 is not allowed"):
+        parse(config=y)
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep: [1, 2\n  x: }")
+    with pytest.raises(UsageError, match="is not valid YAML"):
+        parse(config=bad)
+    with pytest.raises(UsageError, match="does not exist"):
+        parse(config=tmp_path / "none.yaml")
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(UsageError, match="must hold a mapping"):
+        parse(config=scalar)
+
+
+def test_output_checks(tmp_path):
+    existing = tmp_path / "a.h5"
+    existing.write_bytes(b"data")
+    with pytest.raises(UsageError, match="already exists; pass --overwrite"):
+        check_output(existing, overwrite=False)
+    check_output(existing, overwrite=True)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(UsageError, match="cannot write to directory"):
+        check_output(not_a_dir / "out.h5", overwrite=False)
+    with pytest.raises(UsageError, match="is a directory"):
+        check_output(tmp_path, overwrite=False)
+    check_output(tmp_path / "new" / "deeper" / "x.h5", overwrite=False)  # parents are created later
+
+
+def test_every_field_has_a_flag_with_its_description():
+    help_text = build_parser().format_help()
+    for f in config_flags():
+        assert f.flag in help_text
+        assert f.field.description, f.path
+    for flag in ("--config", "--output", "--model", "--device", "--devices", "--batch-sizes", "--seq-lens",
+                 "--precisions", "--mixed-precision", "--threads", "--warmup", "--min-time", "--max-time",
+                 "--target-ci", "--overwrite", "--dry-run", "--jsonl"):
+        assert flag in help_text, flag
+    assert "95% CI of the median" in " ".join(help_text.split())
+
+
+def test_shipped_configs_validate():
+    for y in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = C.build(C.load_yaml(y), source=str(y))
+        assert cfg.sweep.batch_sizes, y
+
+
+def test_mixed_precision_flag():
+    cfg = parse("--mixed-precision", "--precisions", "fp32")
+    assert cfg.sweep.mixed_precision is True
