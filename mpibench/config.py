@@ -127,6 +127,21 @@ class OutputConfig(_Section):
     jsonl: Path | None = Field(None, description="also write one JSON line per task to this path")
 
 
+class ClusterConfig(_Section):
+    isolation: Literal["device", "node", "none"] = Field(
+        "device", description="device: each rank gets its own GPU or slice of cores; node: one "
+        "measuring rank per node at a time (clean CPU figures and energy); none: no pinning",
+    )
+    mode: Literal["sweep", "scaling"] = Field(
+        "sweep", description="sweep: spread the tasks over the ranks; scaling: run each task on "
+        "1, 2, 4, ... ranks at once and report aggregate throughput and parallel efficiency",
+    )
+    stop_grace_s: float = Field(
+        30.0, ge=0, description="after SIGUSR1/SIGINT, seconds to wait for in-flight tasks to stop "
+        "(SIGTERM waits for none)",
+    )
+
+
 class Config(_Section):
     """A whole run: what to measure, how, and where to write it."""
 
@@ -134,6 +149,7 @@ class Config(_Section):
     sweep: SweepConfig = SweepConfig()
     measure: MeasureConfig = MeasureConfig()
     output: OutputConfig = OutputConfig()
+    cluster: ClusterConfig = ClusterConfig()
     energy: Literal["auto", "rapl", "pyrapl", "nvml", "none"] = Field(
         "auto", description="energy backend: auto, rapl, pyrapl, nvml, none"
     )

@@ -2,46 +2,85 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable
 
 from mpi4py import MPI
 
-from mpibench.mpiutil import Backoff, recv_any
+from mpibench.mpiutil import Backoff, poll_any
 from mpibench.plan import Task, dispatch_order
 from mpibench.result import Result
+from mpibench.stopping import StopFlag
 
 TAG_RESULT = 11  # worker -> 0: a Result, or None when asking for the first task
 TAG_TASK = 12  # 0 -> worker: a Task, or None: no more work
+TAG_STOP = 13  # 0 -> worker: abandon the task in hand (a stop was requested)
 
 
-def coordinate(comm: MPI.Comm, tasks: list[Task], on_result: Callable[[Result], None],
-               should_stop: Callable[[], bool] = lambda: False) -> list[Task]:
-    """Dynamic dispatch to ranks 1..size-1 until every task is done; returns tasks never handed out.
+class Coordinator:
+    """Dynamic dispatch to ranks 1..size-1: workers pull, rank 0 sleeps between polls.
 
-    Workers pull: each message from a worker carries its last Result (or None) and asks for more.
-    Rank 0 sleeps between polls, so a coordinator sharing a node does not steal a measuring core.
+    On a stop request it hands out nothing more, tells busy workers to abandon their task, waits
+    up to `grace_s` for them (not at all for SIGTERM), and records what is still in flight as
+    `interrupted`. `run()` returns the tasks that were never started.
     """
-    queue = deque(dispatch_order(tasks))
-    active = set(range(1, comm.size))
-    backoff = Backoff()
-    while active:
-        result, source = recv_any(comm, TAG_RESULT, backoff)
-        if result is not None:
-            on_result(result)
-        if queue and not should_stop():
-            comm.send(queue.popleft(), dest=source, tag=TAG_TASK)
-        else:
-            comm.send(None, dest=source, tag=TAG_TASK)
-            active.discard(source)
-    return list(queue)
+
+    def __init__(self, comm: MPI.Comm, on_result: Callable[[Result], None], stop: StopFlag,
+                 grace_s: float = 30.0, can_start: Callable[[int, dict], bool] = lambda rank, busy: True):
+        self.comm, self.on_result, self.stop, self.grace_s = comm, on_result, stop, grace_s
+        self.can_start = can_start  # isolation policy: may `rank` start a task while `busy` run?
+        self.busy: dict[int, Task] = {}
+        self.hosts: dict[int, str] = {}
+
+    def run(self, tasks: list[Task]) -> list[Task]:
+        queue = deque(dispatch_order(tasks))
+        active = set(range(1, self.comm.size))
+        idle: list[int] = []  # workers waiting for an answer
+        backoff = Backoff()
+        stopping_at: float | None = None
+
+        def deadline_passed() -> bool:
+            return stopping_at is not None and (
+                self.stop.urgent or time.monotonic() - stopping_at > self.grace_s)
+
+        while active:
+            if self.stop() and stopping_at is None:
+                stopping_at = time.monotonic()
+                for rank in self.busy:
+                    self.comm.send(None, dest=rank, tag=TAG_STOP)
+            if self.busy and deadline_passed():
+                break
+            for rank in list(idle):
+                if queue and stopping_at is None:
+                    if self.can_start(rank, self.busy):
+                        idle.remove(rank)
+                        self.busy[rank] = queue.popleft()
+                        self.comm.send(self.busy[rank], dest=rank, tag=TAG_TASK)
+                else:  # nothing more for this worker
+                    idle.remove(rank)
+                    active.discard(rank)
+                    self.comm.send(None, dest=rank, tag=TAG_TASK)
+            if not active:
+                break
+            got = poll_any(self.comm, TAG_RESULT, backoff,
+                           until=lambda: (self.stop() and stopping_at is None) or deadline_passed())
+            if got is not None:
+                result, source = got
+                self.busy.pop(source, None)
+                if result is not None:
+                    self.on_result(result)
+                idle.append(source)
+        for rank, task in self.busy.items():  # still running when the grace period ran out
+            self.on_result(Result.failure(task, "interrupted", rank, self.hosts.get(rank, "?"),
+                                          f"stopped by {self.stop.signal} before the task finished"))
+        return list(queue)
 
 
 def run_serial(tasks: list[Task], execute: Callable[[Task], Result],
-               on_result: Callable[[Result], None],
-               should_stop: Callable[[], bool] = lambda: False) -> list[Task]:
+               on_result: Callable[[Result], None], stop: Callable[[], bool]) -> list[Task]:
     """One rank: measure the tasks in plan order on this process."""
     queue = deque(tasks)
-    while queue and not should_stop():
+    while queue and not stop():
         on_result(execute(queue.popleft()))
     return list(queue)

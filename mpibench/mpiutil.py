@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from mpi4py import MPI
 
@@ -34,10 +35,13 @@ def quiet_barrier(comm: MPI.Comm) -> None:
     wait(comm.Ibarrier())
 
 
-def recv_any(comm: MPI.Comm, tag: int, backoff: Backoff) -> tuple[object, int]:
-    """Receive the next message with `tag` from any rank, without busy-waiting."""
+def poll_any(comm: MPI.Comm, tag: int, backoff: Backoff,
+             until: Callable[[], bool] = lambda: False) -> tuple[object, int] | None:
+    """The next message with `tag` from any rank, sleeping between polls; None once `until()` holds."""
     status = MPI.Status()
     while not comm.Iprobe(MPI.ANY_SOURCE, tag, status):
+        if until():
+            return None
         backoff.sleep()
     backoff.reset()
     source = status.Get_source()

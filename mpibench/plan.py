@@ -75,9 +75,9 @@ def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int) -> fl
     return warm + measure
 
 
-def pending(tasks: list[Task], done_keys: set[tuple]) -> list[Task]:
-    """Tasks not yet finished (for --resume)."""
-    return [t for t in tasks if t.key not in done_keys]
+def pending(tasks: list[Task], done_ids: set[int]) -> list[Task]:
+    """Tasks not yet finished (for --resume: ids are places in the plan of the file's config)."""
+    return [t for t in tasks if t.task_id not in done_ids]
 
 
 def dispatch_order(tasks: list[Task]) -> list[Task]:

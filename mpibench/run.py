@@ -13,13 +13,17 @@ import shlex
 import sys
 import time
 import traceback
+from pathlib import Path
 from importlib import metadata
+
+import yaml
 
 from mpibench import __version__
 from mpibench.cli import Parser, add_config_flags, check_output, load_config, main_guard
 from mpibench.config import Config
 from mpibench.errors import UsageError
-from mpibench.plan import estimate_total, expand
+from mpibench.plan import estimate_total, expand, pending
+from mpibench.stopping import StopFlag
 
 EPILOG = """examples:
   python -m mpibench.run --config configs/quick.yaml --dry-run
@@ -40,6 +44,9 @@ def build_parser() -> Parser:
     p.add_argument("--config", metavar="YAML", help="sweep file (configs/*.yaml); flags override it")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (one line per task, estimated total time) and exit")
+    p.add_argument("--resume", metavar="RUN.h5", type=Path,
+                   help="finish an interrupted run: measure only the tasks without a final row, with the "
+                        "config stored in the file, appending to it")
     p.add_argument("--version", action="version", version=f"mpibench {__version__}")
     add_config_flags(p)
     return p
@@ -83,20 +90,34 @@ def _dry_run(cfg: Config) -> int:
     return 0
 
 
+def _resolve(ns) -> Config:
+    """The config of this run: from files and flags, or (with --resume) the one stored in the file."""
+    if ns.resume is None:
+        cfg = load_config(ns.config, ns)
+        check_output(cfg.output.path, overwrite=cfg.output.overwrite)
+        jsonl = cfg.output.jsonl
+        if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:
+            raise UsageError(f"--jsonl: {str(jsonl)!r} already exists; pass --overwrite or choose "
+                             "another path")
+        return cfg
+    from mpibench.config import build
+    from mpibench.store import read_attrs
+
+    check_output(ns.resume, overwrite=False, resume=True)
+    stored = yaml.safe_load(read_attrs(ns.resume)["config_yaml"])
+    stored["output"].update(path=str(ns.resume), overwrite=False, jsonl=ns.cfg__output__jsonl)
+    return build(stored, source=f"--resume {ns.resume}")
+
+
 def _validated(ns, comm) -> Config:
     """Rank 0 validates the input; every rank learns the verdict, so none is left waiting."""
-    verdict: Config | UsageError
+    verdict: Config | UsageError | None = None
     if comm.rank == 0:
         try:
-            verdict = load_config(ns.config, ns)
-            check_output(verdict.output.path, overwrite=verdict.output.overwrite)
-            if verdict.output.jsonl is not None and verdict.output.jsonl.exists() \
-                    and not verdict.output.overwrite:
-                raise UsageError(f"--jsonl: {str(verdict.output.jsonl)!r} already exists; "
-                                 "pass --overwrite or choose another path")
+            verdict = _resolve(ns)
         except UsageError as err:
             verdict = err
-    verdict = comm.bcast(verdict if comm.rank == 0 else None, root=0)
+    verdict = comm.bcast(verdict, root=0)
     if isinstance(verdict, UsageError):
         if comm.rank == 0:
             raise verdict
@@ -104,52 +125,70 @@ def _validated(ns, comm) -> Config:
     return verdict
 
 
-def make_executor(cfg: Config, topo):
+def make_executor(cfg: Config, topo, binding, stop):
     from mpibench.inference.execute import Executor  # torch is imported here, on measuring ranks only
+    from mpibench.topology import format_cores
 
-    return Executor(cfg, topo.rank, topo.host, topo.default_threads())
+    return Executor(cfg, topo.rank, topo.host, binding.threads, should_stop=stop,
+                    cores=format_cores(binding.cores), gpu_index=topo.measuring_index)
 
 
-def coordinate_run(cfg: Config, comm, topo, hosts: list[dict]) -> int:
-    """Rank 0: plan, create the file, hand out the work (or do it alone), summarise."""
-    from mpibench.console import Progress, console, print_summary
-    from mpibench.coordinator import coordinate, run_serial
-    from mpibench.store import JsonlWriter, Store
+def node_isolation(rank_nodes: list[int]):
+    """--isolation node: a worker may start only while no other rank of its node is measuring."""
+    def can_start(rank: int, busy: dict) -> bool:
+        return all(rank_nodes[r] != rank_nodes[rank] for r in busy)
+    return can_start
+
+
+def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[tuple],
+                   stop: StopFlag, resume: bool, execute=None) -> int:
+    """Rank 0: plan, open the file, hand out the work (or do it alone), summarise.
+
+    Exit status 0 when every planned task has a final row, 3 when a stop request cut the run short.
+    """
+    from mpibench.console import console, print_summary
+    from mpibench.coordinator import Coordinator, run_serial
+    from mpibench.recorder import Recorder, open_for_resume
+    from mpibench.store import Store
 
     n_workers = max(1, comm.size - 1)
-    tasks = expand(cfg)
-    console.print(f"mpibench {__version__}: {len(tasks)} tasks, {comm.size} rank(s) on "
-                  f"{len(hosts)} node(s), {n_workers} measuring; estimated "
-                  f"{estimate_total(tasks, n_workers):.0f} s; writing {cfg.output.path}")
-    store = Store.create(cfg.output.path, run_attrs(cfg, comm, n_workers), hosts,
-                         overwrite=cfg.output.overwrite)
-    jsonl = None
-    if cfg.output.jsonl is not None:
-        if cfg.output.overwrite and cfg.output.jsonl.exists():
-            cfg.output.jsonl.unlink()
-        jsonl = JsonlWriter(cfg.output.jsonl)
-    progress, rows, t0 = Progress(tasks), [], time.monotonic()
-
-    def on_result(result) -> None:
-        row = result.row()
-        store.append(row, result.raw_ns)
-        if jsonl:
-            jsonl.write(row)
-        rows.append(row)
-        progress.update(row, result.task)
-
+    planned = expand(cfg)
+    attrs = run_attrs(cfg, comm, n_workers)
+    if resume:
+        note = {k: attrs[k] for k in ("start_time", "command_line", "world_size")}
+        store, done = open_for_resume(cfg.output.path, hosts, note)
+        todo = pending(planned, done)
+    else:
+        store, todo = Store.create(cfg.output.path, attrs, hosts, overwrite=cfg.output.overwrite), planned
+    if cfg.output.jsonl is not None and cfg.output.overwrite and cfg.output.jsonl.exists():
+        cfg.output.jsonl.unlink()
+    what = f"{len(todo)} of {len(planned)} tasks left" if resume else f"{len(todo)} tasks"
+    console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(hosts)} node(s), "
+                  f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
+                  f"writing {cfg.output.path}")
+    recorder = Recorder(store, todo, cfg.output.jsonl)
+    coordinator, left = None, list(todo)
     try:
         if comm.size == 1:
-            executor = make_executor(cfg, topo)
-            run_serial(tasks, executor.run, on_result)
+            left = run_serial(todo, execute, recorder, stop)
         else:
-            coordinate(comm, tasks, on_result)
+            can_start = node_isolation([n for n, _ in rank_info]) if cfg.cluster.isolation == "node" \
+                else (lambda rank, busy: True)
+            coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start)
+            coordinator.hosts = {r: h for r, (_, h) in enumerate(rank_info)}
+            left = coordinator.run(todo)
     finally:
-        store.close()
-        if jsonl:
-            jsonl.close()
-    print_summary(rows, str(cfg.output.path), time.monotonic() - t0)
-    return 0
+        cut_short = stop() or bool(left)
+        recorder.close(complete=not cut_short, **({"stopped_by": stop.signal} if stop() else {}))
+    print_summary(recorder.rows, str(cfg.output.path), recorder.elapsed_s)
+    if cut_short:
+        console.print(f"stopped by {stop.signal or 'an error'}: {len(left)} task(s) not started, in-flight "
+                      f"ones recorded as interrupted; finish with: python -m mpibench.run --resume "
+                      f"{cfg.output.path}")
+    if coordinator is not None and coordinator.busy:
+        sys.stdout.flush()
+        comm.Abort(3)  # workers still inside a task after the grace period: end the job
+    return 3 if cut_short else 0
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -160,18 +199,30 @@ def _main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI
 
     from mpibench.mpiutil import quiet_barrier
-    from mpibench.topology import discover, gather_hosts
-    from mpibench.worker import serve
+    from mpibench.topology import bind, discover, gather_hosts
+    from mpibench.worker import WorkerStop, serve
 
     comm = MPI.COMM_WORLD
+    stop = StopFlag().install()
     try:
         cfg = _validated(ns, comm)
         topo = discover(comm)
+        binding = bind(comm, topo, cfg.cluster.isolation)
         hosts = gather_hosts(comm, topo)
+        rank_info = comm.gather((topo.node, topo.host), root=0)
+        oversubscribed = comm.gather(binding.oversubscribed, root=0)
         if comm.rank == 0:
-            code = coordinate_run(cfg, comm, topo, hosts)
+            if any(oversubscribed):
+                print(f"warning: more measuring ranks than cores on a node: ranks share cores and "
+                      f"their figures disturb each other; use fewer ranks per node or "
+                      f"--isolation node", file=sys.stderr)
+            execute = make_executor(cfg, topo, binding, stop).run if comm.size == 1 else None
+            quiet_barrier(comm)  # every worker is ready: they start pulling together
+            code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None, execute)
         else:
-            serve(comm, make_executor(cfg, topo).run)
+            executor = make_executor(cfg, topo, binding, WorkerStop(comm, stop))
+            quiet_barrier(comm)
+            serve(comm, executor.run)
             code = 0
         quiet_barrier(comm)
         return code

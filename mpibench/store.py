@@ -44,6 +44,8 @@ TASK_COLUMNS: list[tuple[str, Any, str]] = [
     ("message", STR, "why, when status is not ok (with rank and host)"),
     ("weights", STR, "pretrained (local files) or random-init (same architecture and speed)"),
     ("device_name", STR, "the device as the rank saw it (CPU model or GPU name)"),
+    ("bound_device", STR, "the torch device the task ran on (cuda resolved to the rank's own GPU)"),
+    ("cores", STR, "CPU cores the rank was pinned to, e.g. 0-3"),
     ("n_iters", "i8", "measured iterations (raw samples per phase)"),
     ("converged", "?", "the stopping rule was met before max_time"),
     ("cold_ms", "f8", "end-to-end time of the very first call"),
@@ -163,6 +165,14 @@ class Store:
                 ds.resize((offset + count,))
                 ds[offset:] = np.asarray(raw_ns[p], dtype=np.int64)
         _append_row(self.f["tasks"], TASK_COLUMNS, {**row, "raw_offset": offset, "raw_count": count})
+        self.f.flush()
+
+    def add_hosts(self, hosts: Iterable[dict]) -> None:
+        """Rows for nodes not in the file yet (a resumed run may land on other nodes)."""
+        known = set(self.f["hosts/host"].asstr()[:])
+        for h in hosts:
+            if h["host"] not in known:
+                _append_row(self.f["hosts"], HOST_COLUMNS, h)
         self.f.flush()
 
     def set_attrs(self, **attrs) -> None:

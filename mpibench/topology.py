@@ -38,6 +38,12 @@ class Topology:
         """The rank's fair share of its node's cores."""
         return max(1, self.cores // self.measuring_ranks_on_node)
 
+    @property
+    def measuring_index(self) -> int:
+        """This rank's place among the measuring ranks of its node (GPU and core-slice choice)."""
+        measuring = [r for r in self.node_ranks if not (self.size > 1 and r == 0)]
+        return measuring.index(self.rank) if self.rank in measuring else 0
+
 
 def discover(comm: MPI.Comm) -> Topology:
     node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
@@ -71,3 +77,55 @@ def gather_hosts(comm: MPI.Comm, topo: Topology) -> list[dict] | None:
     if comm.rank != 0:
         return None
     return [f for _, f in sorted((n, f) for n, f in rows if f is not None)]
+
+
+@dataclass(frozen=True)
+class Binding:
+    cores: tuple[int, ...]  # the CPUs this rank runs on
+    threads: int  # default intra-op threads
+    oversubscribed: bool  # more measuring ranks than cores on the node
+
+
+def split_cores(node_cores: list[int], n_ranks: int, index: int, isolation: str) -> tuple[tuple[int, ...], bool]:
+    """Disjoint, contiguous core slices for the measuring ranks of one node.
+
+    `node`: every rank may use the whole node (they take turns); `device`: rank i gets slice i;
+    more ranks than cores: one core each, round robin, flagged as oversubscribed.
+    """
+    cores = sorted(node_cores)
+    if isolation == "node" or n_ranks <= 1:
+        return tuple(cores), False
+    if n_ranks > len(cores):
+        return (cores[index % len(cores)],), True
+    base, extra = divmod(len(cores), n_ranks)
+    start = index * base + min(index, extra)
+    return tuple(cores[start:start + base + (1 if index < extra else 0)]), False
+
+
+def bind(comm: MPI.Comm, topo: Topology, isolation: str) -> Binding:
+    """Pin each measuring rank to its core slice (collective over the node); rank 0 is left alone."""
+    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
+    union = sorted(set().union(*node_comm.allgather(os.sched_getaffinity(0))))
+    node_comm.Free()
+    measuring = not (topo.size > 1 and topo.rank == 0)
+    if isolation == "none" or not measuring:
+        mine = tuple(sorted(os.sched_getaffinity(0)))
+        return Binding(mine, topo.default_threads(), False)
+    cores, over = split_cores(union, topo.measuring_ranks_on_node, topo.measuring_index, isolation)
+    os.sched_setaffinity(0, cores)
+    return Binding(cores, len(cores), over)
+
+
+def format_cores(cores) -> str:
+    """0,1,2,3,8 -> '0-3,8'."""
+    out, run = [], []
+    for c in sorted(cores):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)

@@ -6,10 +6,21 @@ from typing import Callable
 
 from mpi4py import MPI
 
-from mpibench.coordinator import TAG_RESULT, TAG_TASK
+from mpibench.coordinator import TAG_RESULT, TAG_STOP, TAG_TASK
 from mpibench.mpiutil import recv_from
 from mpibench.plan import Task
 from mpibench.result import Result
+from mpibench.stopping import StopFlag
+
+
+class WorkerStop:
+    """A worker stops its task when it got a signal itself or rank 0 told it to (one Iprobe a check)."""
+
+    def __init__(self, comm: MPI.Comm, local: StopFlag):
+        self.comm, self.local = comm, local
+
+    def __call__(self) -> bool:
+        return self.local() or self.comm.Iprobe(source=0, tag=TAG_STOP)
 
 
 def serve(comm: MPI.Comm, execute: Callable[[Task], Result]) -> int:
@@ -19,6 +30,9 @@ def serve(comm: MPI.Comm, execute: Callable[[Task], Result]) -> int:
     while True:
         task = recv_from(comm, 0, TAG_TASK)
         if task is None:
-            return done
+            break
         comm.send(execute(task), dest=0, tag=TAG_RESULT)
         done += 1
+    while comm.Iprobe(source=0, tag=TAG_STOP):  # a stop that crossed our last result
+        comm.recv(source=0, tag=TAG_STOP)
+    return done

@@ -27,13 +27,14 @@ class Executor:
     """Runs Tasks one after another on this rank, keeping the last models built."""
 
     def __init__(self, cfg: Config, rank: int, host: str, default_threads: int,
-                 should_stop: Callable[[], bool] = lambda: False, meter_factory=None, cpu_exclusive: bool = False,
-                 cache_size: int = 2):
+                 should_stop: Callable[[], bool] = lambda: False, meter_factory=None,
+                 cpu_exclusive: bool = False, cores: str = "", gpu_index: int = 0, cache_size: int = 2):
         self.cfg, self.rank, self.host = cfg, rank, host
         self.default_threads = default_threads
         self.should_stop = should_stop
         self.meter_factory = meter_factory  # device -> EnergyMeter, or None
         self.cpu_exclusive = cpu_exclusive  # this rank had its node's CPUs to itself
+        self.cores, self.gpu_index = cores, gpu_index
         self._cache: dict[tuple, BuiltModel] = {}
         self.cache_size = cache_size
 
@@ -46,7 +47,7 @@ class Executor:
                     torch.cuda.empty_cache()
             m = self.cfg.model
             self._cache[key] = build_model(task.model, m.num_labels, task.device, task.precision,
-                                           self.cfg.seed)
+                                           self.cfg.seed, self.gpu_index)
         return self._cache[key]
 
     def run(self, task: Task) -> Result:
@@ -80,6 +81,7 @@ class Executor:
         metrics = {
             **stats, **NO_ENERGY,
             "threads": threads, "weights": built.weights, "device_name": device_name(built.device),
+            "bound_device": str(built.device), "cores": self.cores,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,
             "achieved_tflops": flops * stats["forward_throughput_sps"] / 1e12,

@@ -42,14 +42,18 @@ def tokenizer() -> BertTokenizer:
         return BertTokenizer(vocab=str(path), do_lower_case=True)
 
 
-def resolve_device(device: str) -> torch.device:
-    """The torch device for a planned device string, or Unavailable with the reason."""
+def resolve_device(device: str, gpu_index: int = 0) -> torch.device:
+    """The torch device for a planned device string, or Unavailable with the reason.
+
+    Plain `cuda` means this rank's own GPU: `gpu_index` (its place among the measuring ranks of its
+    node) modulo the GPUs it can see, which respects CUDA_VISIBLE_DEVICES and Slurm's per-task binding.
+    """
     if device == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise Unavailable(f"{device} asked for, but no CUDA device is visible "
                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
-    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+    index = int(device.split(":")[1]) if ":" in device else gpu_index % torch.cuda.device_count()
     if index >= torch.cuda.device_count():
         raise Unavailable(f"{device} asked for, but only {torch.cuda.device_count()} CUDA "
                           "device(s) are visible")
@@ -87,9 +91,10 @@ class BuiltModel:
     arch: dict
 
 
-def build_model(name: str, num_labels: int, device: str, precision: str, seed: int) -> BuiltModel:
+def build_model(name: str, num_labels: int, device: str, precision: str, seed: int,
+                gpu_index: int = 0) -> BuiltModel:
     """The model on its device in its precision (weights cast), ready for inference."""
-    dev = resolve_device(device)
+    dev = resolve_device(device, gpu_index)
     dtype = DTYPES[precision]
     if dev.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise Unavailable(f"bf16 is not supported on {torch.cuda.get_device_name(dev)}")

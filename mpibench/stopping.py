@@ -1,0 +1,35 @@
+"""Stop requests: SIGTERM, SIGUSR1 (Slurm's warning before a time limit) and SIGINT set a flag.
+
+Nothing is torn down in the handler itself; the coordinator and the Runner check the flag at safe
+points (between polls, between iterations), so the file is always closed by ordinary code.
+"""
+
+from __future__ import annotations
+
+import signal
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class StopFlag:
+    def __init__(self):
+        self.signal: str | None = None
+
+    def install(self) -> "StopFlag":
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def set(self, reason: str) -> None:
+        self.signal = self.signal or reason
+
+    @property
+    def urgent(self) -> bool:
+        """SIGTERM means the launcher will kill us in moments: do not wait for in-flight tasks."""
+        return self.signal == "SIGTERM"
+
+    def __call__(self) -> bool:
+        return self.signal is not None

@@ -1,0 +1,140 @@
+"""Cluster behaviour under a real mpirun: failures as rows, a killed rank, signals, --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY, mpi_env, run_cli
+from mpibench.recorder import FINAL
+from mpibench.store import read_attrs, read_tasks
+
+pytestmark = pytest.mark.mpi
+
+
+def start(args, n):
+    cmd = ["mpirun", "--oversubscribe", "-n", str(n), sys.executable, "-m", "mpibench.run", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mpi_env(),
+                            cwd=ROOT, start_new_session=True)
+
+
+def wait_rows(path: Path, n: int, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if len(read_tasks(path)["task_id"]) >= n:
+                return
+        except Exception:  # not created yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
+
+
+def rank_pids(output: Path) -> dict[int, int]:
+    """World rank -> pid of the ranks of the job writing `output`."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"mpibench.run" not in cmd or str(output).encode() not in cmd:
+                continue
+            env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if b"OMPI_COMM_WORLD_RANK" in env:
+            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(pid)
+    return out
+
+
+def launcher_pid(proc: subprocess.Popen) -> int:
+    return proc.pid  # mpirun execs prterun in place
+
+
+def one_final_row_per_task(path: Path, n_planned: int) -> dict:
+    t = read_tasks(path)
+    final = [int(i) for i, s in zip(t["task_id"], t["status"]) if s in FINAL]
+    assert sorted(final) == list(range(n_planned)), (t["task_id"], t["status"])
+    return t
+
+
+SLOW = ["--min-time", "1.5", "--max-time", "2", "--batch-sizes", "1,2,4,8"]  # 8 tasks, ~2 s each
+
+
+def test_a_raising_task_is_a_row_and_the_sweep_goes_on(tmp_path):
+    model = tmp_path / "short-model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "distilbert", "n_layers": 1, "dim": 32,
+                                                   "hidden_dim": 64, "n_heads": 2, "max_position_embeddings": 32}))
+    out = tmp_path / "fail.h5"
+    proc = run_cli(["--config", TINY, "--model", model, "--seq-lens", "16,64", "--batch-sizes", "1",
+                    "--precisions", "fp32", "--output", out], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    by_seq = {int(s): (st, m) for s, st, m in zip(t["seq_len"], t["status"], t["message"])}
+    assert by_seq[16][0] == "ok"
+    status, message = by_seq[64]
+    assert status == "failed" and message.startswith("rank ") and " on " in message, message
+    assert "FAILED" in proc.stdout
+
+
+def test_sigkill_of_a_worker_ends_the_job_and_keeps_the_rows(tmp_path):
+    out = tmp_path / "kill.h5"
+    proc = start(["--config", TINY, *SLOW, "--output", out], n=3)
+    wait_rows(out, 2)
+    t0 = time.monotonic()
+    os.kill(rank_pids(out)[1], signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode != 0
+    t = read_tasks(out)  # readable although its writer may have been killed
+    assert len(t["task_id"]) >= 2
+    assert set(t["status"]) <= {"ok", "interrupted"}
+    done = run_cli(["--resume", out], n=3)
+    assert done.returncode == 0, done.stdout + done.stderr
+    one_final_row_per_task(out, 8)
+    assert read_attrs(out)["complete"]
+
+
+@pytest.mark.parametrize("sig", ["SIGUSR1", "SIGTERM"])
+def test_signal_then_resume_gives_one_final_row_per_task(tmp_path, sig):
+    out = tmp_path / f"{sig}.h5"
+    proc = start(["--config", TINY, *SLOW, "--output", out], n=3)
+    wait_rows(out, 2)
+    os.kill(launcher_pid(proc), getattr(signal, sig))
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    t = read_tasks(out)
+    assert 2 <= len(t["task_id"]) < 8
+    if sig == "SIGUSR1":  # forwarded by mpirun: rank 0 closes the file itself and says how to go on
+        assert proc.returncode == 3
+        assert "--resume" in stdout
+        attrs = read_attrs(out)
+        assert attrs["stopped_by"] == "SIGUSR1" and not attrs["complete"]
+    done = run_cli(["--resume", out], n=3)
+    assert done.returncode == 0, done.stdout + done.stderr
+    one_final_row_per_task(out, 8)
+    assert read_attrs(out)["complete"]
+    rows = len(read_tasks(out)["task_id"])
+    again = run_cli(["--resume", out], n=3)  # nothing left: a no-op, not a duplicate
+    assert again.returncode == 0 and "0 of 8 tasks left" in again.stdout
+    assert len(read_tasks(out)["task_id"]) == rows
+
+
+def test_serial_run_stops_on_sigterm(tmp_path):
+    out = tmp_path / "serial.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "mpibench.run", "--config", str(TINY), *SLOW, "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mpi_env(), cwd=ROOT)
+    wait_rows(out, 1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stdout
+    t = read_tasks(out)
+    assert t["status"][-1] == "interrupted"
+    assert read_attrs(out)["stopped_by"] == "SIGTERM"
