@@ -1,0 +1,150 @@
+"""The one energy-meter interface, its result types, and the attribution rules for a task's row."""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+DomainStatus = Literal["ok", "absent", "permission", "masked", "unsupported-gpu", "error"]
+Method = Literal["counter", "sampled", "estimated", "none"]
+NAN = float("nan")
+ENERGY_COLUMNS = (
+    "energy_j", "energy_cpu_j", "energy_dram_j", "energy_gpu_j",
+    "j_per_sample", "energy_status", "energy_method",
+)
+
+
+class EnergyUnavailable(Exception):
+    """A backend the user named explicitly cannot read here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What this node can read, and if not, why (a typed status and a sentence)."""
+
+    ok: bool
+    status: DomainStatus
+    reason: str
+    domains: tuple[str, ...]
+
+
+def domain_kind(domain: str) -> str:
+    """'cpu', 'dram' or 'gpu': the part of a domain name before the first dash."""
+    return domain.split("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """Joules per domain over one window; NaN (never 0) where a domain could not be read."""
+
+    joules: dict[str, float]
+    status: dict[str, DomainStatus]
+    window_s: float
+    method: Method
+    reasons: dict[str, str] = field(default_factory=dict)  # a sentence for each domain not "ok"
+
+    def _kind_j(self, kind: str) -> float:
+        values = [j for d, j in self.joules.items() if domain_kind(d) == kind]
+        return math.fsum(values) if values else NAN  # one NaN makes the sum NaN
+
+    @property
+    def cpu_j(self) -> float:
+        return self._kind_j("cpu")
+
+    @property
+    def dram_j(self) -> float:
+        return self._kind_j("dram")
+
+    @property
+    def gpu_j(self) -> float:
+        return self._kind_j("gpu")
+
+    @property
+    def total_j(self) -> float:
+        return math.fsum(self.joules.values()) if self.joules else NAN
+
+    def _kinds_status(self, kinds: tuple[str, ...]) -> DomainStatus | None:
+        """The first non-ok status among domains of these kinds, None if all are ok."""
+        for domain in sorted(self.status):
+            if domain_kind(domain) in kinds and self.status[domain] != "ok":
+                return self.status[domain]
+        return None
+
+    def columns(self, n_samples: int, *, cpu_exclusive: bool, gpu_exclusive: bool = True) -> dict:
+        """The task's energy columns, attributed by what each reading covers.
+
+        RAPL reads whole packages and NVML a whole GPU, so a value is the task's own only when the
+        task had that hardware to itself; otherwise it is the node-level value of the window and
+        ``energy_status`` is ``shared``. An unreadable domain gives NaN and its reason.
+
+        ``energy_j``: for a CPU task (no GPU domain) cpu + dram; for a GPU task the GPU plus the host
+        cpu + dram when every host domain was read (else the GPU alone), because the host feeds the GPU
+        and its energy belongs to the inference when it can be known.
+        """
+        is_gpu_task = any(domain_kind(d) == "gpu" for d in self.status)
+        host = tuple(k for k in ("cpu", "dram") if any(domain_kind(d) == k for d in self.status))
+        host_read = bool(host) and self._kinds_status(host) is None
+        if is_gpu_task:
+            bad = self._kinds_status(("gpu",))
+            parts = ("gpu",) + (host if host_read else ())
+        else:
+            bad = self._kinds_status(host) if host else "absent"
+            parts = host
+        shared = (is_gpu_task and not gpu_exclusive) or (not cpu_exclusive and host_read and "cpu" in parts)
+        energy_j = NAN if bad else math.fsum(self._kind_j(k) for k in parts)
+        return {
+            "energy_j": energy_j,
+            "energy_cpu_j": self.cpu_j,
+            "energy_dram_j": self.dram_j,
+            "energy_gpu_j": self.gpu_j,
+            "j_per_sample": energy_j / n_samples if n_samples > 0 else NAN,
+            "energy_status": bad or ("shared" if shared else "ok"),
+            "energy_method": self.method,
+        }
+
+
+class EnergyMeter(ABC):
+    """start() opens a window, stop() closes it and returns what was read; unavailability is data.
+
+    ``cause`` holds the exception behind an unavailable status, so that a caller who asked for this
+    backend by name can chain it. Used as a context manager, the meter is closed on exit.
+    """
+
+    name: str = "meter"
+    cause: BaseException | None = None
+
+    @abstractmethod
+    def available(self) -> Availability: ...
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> EnergyReading: ...
+
+    def trace(self) -> list[tuple[float, str, float]]:
+        """Raw samples (monotonic time s, domain, counter value in J) since construction."""
+        return []
+
+    def close(self) -> None:
+        """Release threads and handles; a closed meter is not started again."""
+
+    def __enter__(self) -> EnergyMeter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def measure_idle(
+    meter: EnergyMeter, seconds: float, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, float]:
+    """Idle power per domain in W (NaN where unreadable), to subtract a node's baseline later."""
+    meter.start()
+    sleep(seconds)
+    reading = meter.stop()
+    window_s = reading.window_s
+    return {d: (j / window_s if window_s > 0 else NAN) for d, j in reading.joules.items()}
