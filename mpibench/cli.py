@@ -154,6 +154,14 @@ def launcher_rank() -> int:
     return 0
 
 
+def launcher_size() -> int:
+    """How many ranks the MPI launcher started (before MPI is initialised), else 1."""
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "SLURM_NTASKS"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 1
+
+
 def check_output(path: Path, *, overwrite: bool, resume: bool = False) -> None:
     """Refuse an output we must not touch, before any work is done."""
     path = Path(path)

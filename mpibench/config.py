@@ -127,6 +127,18 @@ class OutputConfig(_Section):
     jsonl: Path | None = Field(None, description="also write one JSON line per task to this path")
 
 
+class EnergyConfig(_Section):
+    backend: Literal["auto", "rapl", "pyrapl", "nvml", "none"] = Field(
+        "auto", description="energy counters: auto (whatever this node can read), rapl, pyrapl, "
+        "nvml, none; a backend named here that cannot read stops the run at start",
+        json_schema_extra={"flag": "--energy"},
+    )
+    idle_s: float = Field(
+        3.0, ge=0, description="seconds of idle power measured per node at start (stored, not "
+        "subtracted; skipped where nothing can be read)", json_schema_extra={"flag": "--energy-idle-s"},
+    )
+
+
 class ClusterConfig(_Section):
     isolation: Literal["device", "node", "none"] = Field(
         "device", description="device: each rank gets its own GPU or slice of cores; node: one "
@@ -150,9 +162,7 @@ class Config(_Section):
     measure: MeasureConfig = MeasureConfig()
     output: OutputConfig = OutputConfig()
     cluster: ClusterConfig = ClusterConfig()
-    energy: Literal["auto", "rapl", "pyrapl", "nvml", "none"] = Field(
-        "auto", description="energy backend: auto, rapl, pyrapl, nvml, none"
-    )
+    energy: EnergyConfig = EnergyConfig()
     seed: int = Field(0, description="seed for generated input text and random weights")
 
     def to_yaml(self) -> str:

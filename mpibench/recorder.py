@@ -26,7 +26,7 @@ class Recorder:
 
     def __call__(self, result: Result) -> None:
         row = result.row()
-        self.store.append(row, result.raw_ns)
+        self.store.append(row, result.raw_ns, result.energy_trace)
         if self.jsonl:
             self.jsonl.write(row)
         self.rows.append(row)

@@ -21,6 +21,7 @@ class Result:
     message: str = ""
     metrics: dict = field(default_factory=dict)
     raw_ns: dict[str, np.ndarray] | None = None
+    energy_trace: list[tuple[float, str, float]] | None = None  # (Unix time s, domain, counter J)
     start_time: float = field(default_factory=time.time)
     end_time: float = field(default_factory=time.time)
 

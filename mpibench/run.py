@@ -19,7 +19,8 @@ from importlib import metadata
 import yaml
 
 from mpibench import __version__
-from mpibench.cli import Parser, add_config_flags, check_output, load_config, main_guard
+from mpibench.cli import (Parser, add_config_flags, check_output, launcher_rank, launcher_size,
+                          load_config)
 from mpibench.config import Config
 from mpibench.errors import UsageError
 from mpibench.plan import estimate_total, expand, pending
@@ -83,8 +84,9 @@ def run_attrs(cfg: Config, comm, n_workers: int) -> dict:
 def _dry_run(cfg: Config) -> int:
     from mpibench.console import print_plan
 
-    workers = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("PMI_SIZE", "1")))
-    workers = max(1, workers - 1) if workers > 1 else 1
+    if launcher_rank() != 0:
+        return 0  # under a launcher, rank 0 prints the plan
+    workers = max(1, launcher_size() - 1)
     tasks = expand(cfg)
     print_plan(tasks, workers, estimate_total(tasks, workers))
     return 0
@@ -119,18 +121,32 @@ def _validated(ns, comm) -> Config:
             verdict = err
     verdict = comm.bcast(verdict, root=0)
     if isinstance(verdict, UsageError):
-        if comm.rank == 0:
-            raise verdict
-        raise SystemExit(verdict.exit_code)
+        raise verdict  # on every rank: they report it together
     return verdict
 
 
 def make_executor(cfg: Config, topo, binding, stop):
-    from mpibench.inference.execute import Executor  # torch is imported here, on measuring ranks only
+    """The measuring side of a rank. Energy counts as the task's own only where the rank had the
+    hardware alone: its node's CPUs (isolation node, or one measuring rank), its GPU (no more
+    measuring ranks on the node than GPUs)."""
+    import torch  # imported here, on measuring ranks only: bad input is rejected before this
+
+    from mpibench.inference.execute import Executor
     from mpibench.topology import format_cores
 
+    alone = cfg.cluster.isolation == "node"
+    ranks = topo.measuring_ranks_on_node
     return Executor(cfg, topo.rank, topo.host, binding.threads, should_stop=stop,
+                    cpu_exclusive=alone or ranks == 1,
+                    gpu_exclusive=alone or ranks <= max(1, torch.cuda.device_count()),
                     cores=format_cores(binding.cores), gpu_index=topo.measuring_index)
+
+
+def _check_energy(comm, executor) -> None:
+    """A backend named with --energy that cannot read on some rank stops the run before it starts."""
+    problems = [p for p in comm.allgather(executor.check_energy() if executor else None) if p]
+    if problems:
+        raise UsageError(problems[0])
 
 
 def node_isolation(rank_nodes: list[int]):
@@ -204,11 +220,12 @@ def _main(argv: list[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD
     stop = StopFlag().install()
+    executor = None
     try:
         cfg = _validated(ns, comm)
         topo = discover(comm)
         binding = bind(comm, topo, cfg.cluster.isolation)
-        hosts = gather_hosts(comm, topo)
+        hosts = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
         rank_info = comm.gather((topo.node, topo.host), root=0)
         oversubscribed = comm.gather(binding.oversubscribed, root=0)
         if comm.rank == 0:
@@ -216,18 +233,23 @@ def _main(argv: list[str] | None = None) -> int:
                 print(f"warning: more measuring ranks than cores on a node: ranks share cores and "
                       f"their figures disturb each other; use fewer ranks per node or "
                       f"--isolation node", file=sys.stderr)
-            execute = make_executor(cfg, topo, binding, stop).run if comm.size == 1 else None
+            executor = make_executor(cfg, topo, binding, stop) if comm.size == 1 else None
+            _check_energy(comm, executor)
             quiet_barrier(comm)  # every worker is ready: they start pulling together
-            code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None, execute)
+            code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None,
+                                  executor.run if executor else None)
         else:
             executor = make_executor(cfg, topo, binding, WorkerStop(comm, stop))
+            _check_energy(comm, executor)
             quiet_barrier(comm)
             serve(comm, executor.run)
             code = 0
+        if executor:
+            executor.close()
         quiet_barrier(comm)
         return code
     except (UsageError, SystemExit):
-        raise
+        raise  # see main(): every rank has the same error
     except BaseException:
         if comm.size > 1:  # one rank's crash must end the job, not hang it
             sys.stderr.write(f"rank {comm.rank}: unexpected error\n{traceback.format_exc()}")
@@ -236,7 +258,22 @@ def _main(argv: list[str] | None = None) -> int:
         raise
 
 
-main = main_guard(_main)
+def main(argv: list[str] | None = None) -> int:
+    """Bad input: one line from rank 0, exit 2 on every rank, and no rank exits before it is said."""
+    try:
+        return _main(argv)
+    except UsageError as err:
+        if launcher_size() > 1:
+            from mpi4py import MPI
+
+            from mpibench.mpiutil import quiet_barrier
+
+            if MPI.COMM_WORLD.rank == 0:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+            quiet_barrier(MPI.COMM_WORLD)  # the launcher kills the job at the first exit
+        else:
+            print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 if __name__ == "__main__":
     sys.exit(main())

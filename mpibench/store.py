@@ -7,6 +7,7 @@ which keeps every flushed result readable after a crash or SIGKILL):
     /hosts/<col> one row per node
     /tasks/<col> one row per finished task; equal-length 1-D columns, strings UTF-8
     /raw/<phase>_ns  per-iteration nanoseconds of every task, rows [raw_offset, raw_offset+raw_count)
+    /energy/<col>    raw energy counter samples (time, domain, value) read during the tasks
 
 No torch and no MPI here: analysis reads these files on a laptop.
 """
@@ -80,6 +81,17 @@ HOST_COLUMNS: list[tuple[str, Any, str]] = [
     ("memory_gib", "f8", "memory of the node, GiB"),
     ("gpus", STR, "JSON list of GPUs: name, uuid, memory"),
     ("ranks", STR, "MPI ranks on the node, comma-separated"),
+    ("idle_power_w", STR, "JSON: idle power per energy domain measured at start, W (null: unreadable)"),
+    ("energy_status", STR, "what the node's energy counters allow: ok, or why not (absent, permission, ...)"),
+]
+
+TRACE_COLUMNS: list[tuple[str, Any, str]] = [
+    ("host", STR, "node of the rank that read the counter"),
+    ("rank", "i8", "MPI rank that read it"),
+    ("task_id", "i8", "task whose window the sample fell in"),
+    ("time_s", "f8", "Unix time of the sample, s"),
+    ("domain", STR, "cpu-package-N, dram-N or gpu-<uuid>"),
+    ("value_j", "f8", "raw counter value, J (wraps are the reader's to undo)"),
 ]
 
 _CHUNK = 256
@@ -134,6 +146,7 @@ class Store:
         for h in hosts:
             _append_row(f["hosts"], HOST_COLUMNS, h)
         _create_columns(f.create_group("tasks"), TASK_COLUMNS, _CHUNK)
+        _create_columns(f.create_group("energy"), TRACE_COLUMNS, 1024)
         raw = f.create_group("raw")
         for p in PHASES:
             ds = raw.create_dataset(f"{p}_ns", shape=(0,), maxshape=(None,), chunks=(_RAW_CHUNK,),
@@ -153,8 +166,13 @@ class Store:
     def n_tasks(self) -> int:
         return self.f["tasks/task_id"].shape[0]
 
-    def append(self, row: dict, raw_ns: dict[str, np.ndarray] | None = None) -> None:
-        """Write one task's row and raw samples, then flush: after this it survives a crash."""
+    def append(self, row: dict, raw_ns: dict[str, np.ndarray] | None = None,
+               energy_trace: list[tuple[float, str, float]] | None = None) -> None:
+        """Write one task's row, raw samples and counter trace, then flush: then it survives a crash."""
+        for t, domain, value in energy_trace or ():
+            _append_row(self.f["energy"], TRACE_COLUMNS, {"host": row.get("host", ""), "rank": row.get("rank", -1),
+                                                         "task_id": row["task_id"], "time_s": t,
+                                                         "domain": domain, "value_j": value})
         raw = self.f["raw"]
         offset = raw[f"{PHASES[0]}_ns"].shape[0]
         count = 0
@@ -232,6 +250,11 @@ def read_tasks(path: str | Path) -> dict[str, np.ndarray]:
 def read_hosts(path: str | Path) -> dict[str, np.ndarray]:
     with open_run(path) as f:
         return _read_group(f["hosts"])
+
+
+def read_energy_trace(path: str | Path) -> dict[str, np.ndarray]:
+    with open_run(path) as f:
+        return _read_group(f["energy"]) if "energy" in f else {}
 
 
 def read_raw(path: str | Path, offset: int, count: int) -> dict[str, np.ndarray]:

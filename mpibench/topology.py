@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ def discover(comm: MPI.Comm) -> Topology:
     )
 
 
-def host_facts(topo: Topology) -> dict:
-    """One /hosts row, collected by a node's leader."""
+def host_facts(topo: Topology, energy_backend: str = "none", idle_s: float = 0.0) -> dict:
+    """One /hosts row, collected by a node's leader (with its idle power, while every rank waits)."""
+    idle, status = idle_power(energy_backend, idle_s)
     return {
         "host": topo.host,
         "cpu_model": cpu_model(),
@@ -67,12 +69,29 @@ def host_facts(topo: Topology) -> dict:
         "memory_gib": memory_gib(),
         "gpus": json.dumps(nvml_gpus()),
         "ranks": ",".join(map(str, topo.node_ranks)),
+        "idle_power_w": json.dumps({d: (None if math.isnan(w) else round(w, 3)) for d, w in idle.items()}),
+        "energy_status": status,
     }
 
 
-def gather_hosts(comm: MPI.Comm, topo: Topology) -> list[dict] | None:
+def idle_power(backend: str, seconds: float) -> tuple[dict[str, float], str]:
+    """Host idle power per domain (the CPU counters; GPUs idle at their own floor), and the status."""
+    from mpibench.energy import make_meter, measure_idle
+
+    meter = make_meter("none" if backend == "none" else "auto")  # never fails; --energy is checked later
+    try:
+        a = meter.available()
+        if not a.ok or seconds <= 0:
+            return {}, a.status
+        return measure_idle(meter, seconds), "ok"
+    finally:
+        meter.close()
+
+
+def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str = "none",
+                 idle_s: float = 0.0) -> list[dict] | None:
     """Every node's facts at rank 0 (None elsewhere), in node order."""
-    facts = host_facts(topo) if topo.is_node_leader else None
+    facts = host_facts(topo, energy_backend, idle_s) if topo.is_node_leader else None
     rows = comm.gather((topo.node, facts), root=0)
     if comm.rank != 0:
         return None

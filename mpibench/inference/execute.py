@@ -18,22 +18,59 @@ from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.stats import summarize
 
-_NAN = float("nan")
-NO_ENERGY = {"energy_j": _NAN, "energy_cpu_j": _NAN, "energy_dram_j": _NAN, "energy_gpu_j": _NAN,
-             "j_per_sample": _NAN, "energy_status": "unavailable", "energy_method": "none"}
+
+class Meters:
+    """One energy meter per device on this rank, made on first use; counter samples go out once."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self._meters: dict[str, object] = {}
+        self._sent: dict[str, int] = {}
+        self._unix_offset = time.time() - time.monotonic()  # meters stamp samples with monotonic time
+
+    def get(self, dev: torch.device):
+        """The meter for a device; EnergyUnavailable when a backend named explicitly cannot read."""
+        from mpibench.energy import make_meter
+
+        key = str(dev)
+        if key not in self._meters:
+            ids = _gpu_ids(dev) if dev.type == "cuda" else {}
+            self._meters[key] = make_meter(self.backend, "cuda" if dev.type == "cuda" else "cpu", **ids)
+            self._sent[key] = 0
+        return self._meters[key]
+
+    def new_trace(self, dev: torch.device) -> list[tuple[float, str, float]]:
+        key = str(dev)
+        trace = self._meters[key].trace()
+        fresh, self._sent[key] = trace[self._sent[key]:], len(trace)
+        return [(t + self._unix_offset, d, v) for t, d, v in fresh]
+
+    def close(self) -> None:
+        for m in self._meters.values():
+            m.close()
+
+
+def _gpu_ids(dev: torch.device) -> dict:
+    """How NVML finds this GPU: its UUID and PCI bus id, never its index (indices get renumbered)."""
+    p = torch.cuda.get_device_properties(dev)
+    ids = {"gpu_uuid": str(p.uuid)} if getattr(p, "uuid", None) else {}
+    if hasattr(p, "pci_bus_id"):
+        ids["pci_bus_id"] = f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"
+    return ids
 
 
 class Executor:
     """Runs Tasks one after another on this rank, keeping the last models built."""
 
     def __init__(self, cfg: Config, rank: int, host: str, default_threads: int,
-                 should_stop: Callable[[], bool] = lambda: False, meter_factory=None,
-                 cpu_exclusive: bool = False, cores: str = "", gpu_index: int = 0, cache_size: int = 2):
+                 should_stop: Callable[[], bool] = lambda: False, cpu_exclusive: bool = False,
+                 gpu_exclusive: bool = True, cores: str = "", gpu_index: int = 0, cache_size: int = 2):
         self.cfg, self.rank, self.host = cfg, rank, host
         self.default_threads = default_threads
         self.should_stop = should_stop
-        self.meter_factory = meter_factory  # device -> EnergyMeter, or None
+        self.meters = Meters(cfg.energy.backend)
         self.cpu_exclusive = cpu_exclusive  # this rank had its node's CPUs to itself
+        self.gpu_exclusive = gpu_exclusive  # ... and its GPU
         self.cores, self.gpu_index = cores, gpu_index
         self._cache: dict[tuple, BuiltModel] = {}
         self.cache_size = cache_size
@@ -73,22 +110,40 @@ class Executor:
         built = self._model(task)
         workload = InferenceWorkload(built, task.batch_size, task.seq_len, self.cfg.seed + task.task_id)
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
-        meter = self.meter_factory(task.device) if self.meter_factory else None
+        meter = self.meters.get(built.device)
         runner = Runner(self.cfg.measure, timer=timer, meter=meter, should_stop=self.should_stop)
         m = runner.run(workload)
         stats = summarize(m.raw_ns, task.batch_size)
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
         metrics = {
-            **stats, **NO_ENERGY,
+            **stats,
             "threads": threads, "weights": built.weights, "device_name": device_name(built.device),
             "bound_device": str(built.device), "cores": self.cores,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,
             "achieved_tflops": flops * stats["forward_throughput_sps"] / 1e12,
         }
-        if m.energy is not None:
-            metrics.update(m.energy.columns(m.n_iters * task.batch_size, cpu_exclusive=self.cpu_exclusive))
-        return Result(task, "ok", self.rank, self.host, metrics=metrics, raw_ns=m.raw_ns)
+        metrics.update(m.energy.columns(m.n_iters * task.batch_size, cpu_exclusive=self.cpu_exclusive,
+                                        gpu_exclusive=self.gpu_exclusive))
+        return Result(task, "ok", self.rank, self.host, metrics=metrics, raw_ns=m.raw_ns,
+                      energy_trace=self.meters.new_trace(built.device))
+
+    def check_energy(self) -> str | None:
+        """At start: can the energy backend read on every device this rank will use? (None: yes)"""
+        from mpibench.energy import EnergyUnavailable
+        from mpibench.inference.model import resolve_device
+
+        for device in self.cfg.sweep.devices:
+            try:
+                self.meters.get(resolve_device(device, self.gpu_index))
+            except Unavailable:
+                continue  # no such device here: its tasks become 'unavailable' rows
+            except EnergyUnavailable as err:
+                return f"rank {self.rank} on {self.host}: {err}"
+        return None
+
+    def close(self) -> None:
+        self.meters.close()
 
 
 def _one_line(err: BaseException) -> str:
