@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT, mpi_env
 
-SCRIPTS = {"overhead.py": "harness_overhead_ratio"}
+SCRIPTS = {"overhead.py": "harness_overhead_ratio", "energy_overhead.py": "energy_overhead_ratio"}
 
 
 @pytest.mark.parametrize("script, name", sorted(SCRIPTS.items()))
