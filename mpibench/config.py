@@ -31,8 +31,9 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field(
         "distilbert-base-uncased",
-        description="model: a known architecture (distilbert-base-uncased, distilbert-tiny) "
-        "or a local directory with config.json (and weights)",
+        description="model: a known architecture (distilbert-base-uncased, distilbert-tiny), "
+        "a local directory with config.json (and weights), or synthetic (sleeps, no torch: for "
+        "testing the coordinator)",
         json_schema_extra={"flag": "--model"},
     )
     num_labels: int = Field(2, ge=1, description="classification labels of the head")
@@ -40,10 +41,10 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_or_local(cls, v: str) -> str:
-        if v in ARCHITECTURES or (Path(v) / "config.json").is_file():
+        if v in ARCHITECTURES or v == "synthetic" or (Path(v) / "config.json").is_file():
             return v
         raise ValueError(
-            f"unknown model {v!r}; allowed: {', '.join(ARCHITECTURES)} "
+            f"unknown model {v!r}; allowed: {', '.join(ARCHITECTURES)}, synthetic, "
             "or a local directory containing config.json"
         )
 

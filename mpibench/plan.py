@@ -67,9 +67,12 @@ def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
 def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int) -> float:
     """Expected seconds for one task: warm-up, then the longer of min_time and min_iters iterations."""
     m = cfg.measure
-    arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
-    flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
-    iter_s = flops / _ASSUMED_FLOPS[device.split(":")[0]]
+    if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
+        iter_s = batch_size * seq_len * 1.05e-6
+    else:
+        arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
+        flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
+        iter_s = flops / _ASSUMED_FLOPS[device.split(":")[0]]
     warm = max(m.warmup_s, (m.warmup_iters + 1) * iter_s)
     measure = min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
     return warm + measure

@@ -129,10 +129,15 @@ def make_executor(cfg: Config, topo, binding, stop):
     """The measuring side of a rank. Energy counts as the task's own only where the rank had the
     hardware alone: its node's CPUs (isolation node, or one measuring rank), its GPU (no more
     measuring ranks on the node than GPUs)."""
+    from mpibench.topology import format_cores
+
+    if cfg.model.name == "synthetic":
+        from mpibench.synthetic import SyntheticExecutor
+
+        return SyntheticExecutor(cfg, topo.rank, topo.host, stop, format_cores(binding.cores))
     import torch  # imported here, on measuring ranks only: bad input is rejected before this
 
     from mpibench.inference.execute import Executor
-    from mpibench.topology import format_cores
 
     alone = cfg.cluster.isolation == "node"
     ranks = topo.measuring_ranks_on_node

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import ROOT, mpi_env
 
-SCRIPTS = {"overhead.py": "harness_overhead_ratio", "energy_overhead.py": "energy_overhead_ratio"}
+SCRIPTS = {"overhead.py": "harness_overhead_ratio", "energy_overhead.py": "energy_overhead_ratio",
+           "analysis_scale.py": "analysis_seconds_per_million_samples"}
 
 
 @pytest.mark.parametrize("script, name", sorted(SCRIPTS.items()))
