@@ -82,3 +82,14 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
     console.print(table)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status_count.items()))
     console.print(f"{len(rows)} tasks ({counts}) in {fmt_duration(elapsed_s)}; results: {path}")
+
+
+def print_scaling(rows: list[dict]) -> None:
+    table = Table(title="Scaling (fixed windows, started together)")
+    for col in ("task", "by", "ranks", "nodes", "aggregate samples/s", "per rank", "efficiency"):
+        table.add_column(col, justify="left" if col in ("task", "by") else "right")
+    for r in rows:
+        table.add_row(f"{r['device']} {r['precision']} bs={r['batch_size']} seq={r['seq_len']}", r["by"],
+                      str(r["n_ranks"]), str(r["n_nodes"]), f"{r['aggregate_throughput_sps']:.1f}",
+                      f"{r['per_rank_throughput_sps']:.1f}", f"{r['efficiency']:.2f}")
+    console.print(table)

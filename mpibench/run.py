@@ -96,6 +96,8 @@ def _resolve(ns) -> Config:
     """The config of this run: from files and flags, or (with --resume) the one stored in the file."""
     if ns.resume is None:
         cfg = load_config(ns.config, ns)
+        if cfg.cluster.mode == "scaling" and cfg.output.jsonl is not None:
+            raise UsageError("--jsonl is for sweeps; a scaling run writes its steps to /scaling")
         check_output(cfg.output.path, overwrite=cfg.output.overwrite)
         jsonl = cfg.output.jsonl
         if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:
@@ -107,6 +109,9 @@ def _resolve(ns) -> Config:
 
     check_output(ns.resume, overwrite=False, resume=True)
     stored = yaml.safe_load(read_attrs(ns.resume)["config_yaml"])
+    if stored.get("cluster", {}).get("mode") == "scaling":
+        raise UsageError(f"--resume: {str(ns.resume)!r} is a scaling run; its windows must be "
+                         "measured together, so start a new one")
     stored["output"].update(path=str(ns.resume), overwrite=False, jsonl=ns.cfg__output__jsonl)
     return build(stored, source=f"--resume {ns.resume}")
 
@@ -212,6 +217,40 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
     return 3 if cut_short else 0
 
 
+def scaling_run(cfg: Config, comm, hosts, rank_info: list[tuple], executor) -> int:
+    """--mode scaling on every rank; rank 0 writes per-rank rows to /tasks and steps to /scaling."""
+    from mpibench.scaling import run_scaling
+
+    tasks = expand(cfg)
+    workers = [(node, r) for r, (node, _) in enumerate(rank_info) if r != 0 or comm.size == 1]
+    if comm.rank != 0:
+        run_scaling(comm, cfg, tasks, executor, workers)
+        return 0
+    from mpibench.console import console, print_scaling
+    from mpibench.recorder import Recorder
+    from mpibench.scaling import groups
+    from mpibench.store import Store
+
+    store = Store.create(cfg.output.path, run_attrs(cfg, comm, len(workers)), hosts,
+                         overwrite=cfg.output.overwrite)
+    steps = len(groups(workers))
+    console.print(f"mpibench {__version__}: scaling {len(tasks)} task(s) over {steps} rank/node counts "
+                  f"({len(workers)} measuring ranks), {cfg.measure.min_time_s:g} s windows; "
+                  f"writing {cfg.output.path}")
+    recorder, rows = Recorder(store, tasks * sum(len(g.ranks) for g in groups(workers)), cfg.output.jsonl), []
+
+    def record_scaling(row: dict) -> None:
+        store.append_scaling(row)
+        rows.append(row)
+
+    try:
+        run_scaling(comm, cfg, tasks, executor, workers, recorder, record_scaling)
+    finally:
+        recorder.close(complete=len(rows) == len(tasks) * steps)
+    print_scaling(rows)
+    return 0
+
+
 def _main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     if ns.dry_run:
@@ -231,7 +270,7 @@ def _main(argv: list[str] | None = None) -> int:
         topo = discover(comm)
         binding = bind(comm, topo, cfg.cluster.isolation)
         hosts = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
-        rank_info = comm.gather((topo.node, topo.host), root=0)
+        rank_info = comm.allgather((topo.node, topo.host))
         oversubscribed = comm.gather(binding.oversubscribed, root=0)
         if comm.rank == 0:
             if any(oversubscribed):
@@ -241,14 +280,20 @@ def _main(argv: list[str] | None = None) -> int:
             executor = make_executor(cfg, topo, binding, stop) if comm.size == 1 else None
             _check_energy(comm, executor)
             quiet_barrier(comm)  # every worker is ready: they start pulling together
-            code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None,
+            if cfg.cluster.mode == "scaling":
+                code = scaling_run(cfg, comm, hosts, rank_info, executor)
+            else:
+                code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None,
                                   executor.run if executor else None)
         else:
             executor = make_executor(cfg, topo, binding, WorkerStop(comm, stop))
             _check_energy(comm, executor)
             quiet_barrier(comm)
-            serve(comm, executor.run)
-            code = 0
+            if cfg.cluster.mode == "scaling":
+                code = scaling_run(cfg, comm, hosts, rank_info, executor)
+            else:
+                serve(comm, executor.run)
+                code = 0
         if executor:
             executor.close()
         quiet_barrier(comm)

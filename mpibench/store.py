@@ -7,6 +7,7 @@ which keeps every flushed result readable after a crash or SIGKILL):
     /hosts/<col> one row per node
     /tasks/<col> one row per finished task; equal-length 1-D columns, strings UTF-8
     /raw/<phase>_ns  per-iteration nanoseconds of every task, rows [raw_offset, raw_offset+raw_count)
+    /scaling/<col>   --mode scaling: one row per task and rank (or node) count
     /energy/<col>    raw energy counter samples (time, domain, value) read during the tasks
 
 No torch and no MPI here: analysis reads these files on a laptop.
@@ -70,6 +71,7 @@ TASK_COLUMNS: list[tuple[str, Any, str]] = [
     ("energy_method", STR, "counter, sampled, estimated or none"),
     ("start_time", "f8", "task start, Unix seconds"),
     ("end_time", "f8", "task end, Unix seconds"),
+    ("scaling_ranks", "i8", "--mode scaling: ranks measuring this task at once (-1 in a sweep)"),
     ("raw_offset", "i8", "first row of this task in /raw/*_ns"),
     ("raw_count", "i8", "rows of this task in /raw/*_ns (= n_iters)"),
 ]
@@ -83,6 +85,24 @@ HOST_COLUMNS: list[tuple[str, Any, str]] = [
     ("ranks", STR, "MPI ranks on the node, comma-separated"),
     ("idle_power_w", STR, "JSON: idle power per energy domain measured at start, W (null: unreadable)"),
     ("energy_status", STR, "what the node's energy counters allow: ok, or why not (absent, permission, ...)"),
+]
+
+SCALING_COLUMNS: list[tuple[str, Any, str]] = [
+    ("task_id", "i8", "the task (configuration) being scaled"),
+    ("model", STR, "model"), ("device", STR, "device"), ("precision", STR, "precision"),
+    ("batch_size", "i8", "batch size"), ("seq_len", "i8", "sequence length"),
+    ("threads", "i8", "threads per rank"),
+    ("by", STR, "ranks (1, 2, 4, ... ranks, filling nodes in order) or nodes (all ranks of 1, 2, ... nodes)"),
+    ("n_ranks", "i8", "ranks measuring the task at once"),
+    ("n_nodes", "i8", "nodes those ranks are on"),
+    ("ranks", STR, "the ranks, comma-separated"),
+    ("window_s", "f8", "the common measurement window, s"),
+    ("aggregate_throughput_sps", "f8", "sum of the ranks' throughputs, samples/s"),
+    ("per_rank_throughput_sps", "f8", "aggregate / n_ranks"),
+    ("min_rank_throughput_sps", "f8", "slowest rank"),
+    ("max_rank_throughput_sps", "f8", "fastest rank"),
+    ("efficiency", "f8", "aggregate / (n_ranks x the one-rank throughput)"),
+    ("status", STR, "ok, or failed when a rank did not measure"),
 ]
 
 TRACE_COLUMNS: list[tuple[str, Any, str]] = [
@@ -147,6 +167,7 @@ class Store:
             _append_row(f["hosts"], HOST_COLUMNS, h)
         _create_columns(f.create_group("tasks"), TASK_COLUMNS, _CHUNK)
         _create_columns(f.create_group("energy"), TRACE_COLUMNS, 1024)
+        _create_columns(f.create_group("scaling"), SCALING_COLUMNS, 64)
         raw = f.create_group("raw")
         for p in PHASES:
             ds = raw.create_dataset(f"{p}_ns", shape=(0,), maxshape=(None,), chunks=(_RAW_CHUNK,),
@@ -183,6 +204,10 @@ class Store:
                 ds.resize((offset + count,))
                 ds[offset:] = np.asarray(raw_ns[p], dtype=np.int64)
         _append_row(self.f["tasks"], TASK_COLUMNS, {**row, "raw_offset": offset, "raw_count": count})
+        self.f.flush()
+
+    def append_scaling(self, row: dict) -> None:
+        _append_row(self.f["scaling"], SCALING_COLUMNS, row)
         self.f.flush()
 
     def add_hosts(self, hosts: Iterable[dict]) -> None:
@@ -255,6 +280,11 @@ def read_hosts(path: str | Path) -> dict[str, np.ndarray]:
 def read_energy_trace(path: str | Path) -> dict[str, np.ndarray]:
     with open_run(path) as f:
         return _read_group(f["energy"]) if "energy" in f else {}
+
+
+def read_scaling(path: str | Path) -> dict[str, np.ndarray]:
+    with open_run(path) as f:
+        return _read_group(f["scaling"]) if "scaling" in f else {}
 
 
 def read_raw(path: str | Path, offset: int, count: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from mpibench.config import Config
+from mpibench.config import Config, MeasureConfig
 from mpibench.inference.runner import Interrupted, Runner
 from mpibench.plan import Task
 from mpibench.result import Result
@@ -50,10 +50,12 @@ class SyntheticExecutor:
                  cores: str = ""):
         self.cfg, self.rank, self.host, self.should_stop, self.cores = cfg, rank, host, should_stop, cores
 
-    def run(self, task: Task) -> Result:
+    def run(self, task: Task, measure: MeasureConfig | None = None,
+            before_measure: Callable[[], None] | None = None) -> Result:
         start = time.time()
         try:
-            m = Runner(self.cfg.measure, should_stop=self.should_stop).run(SyntheticWorkload(task))
+            runner = Runner(measure or self.cfg.measure, should_stop=self.should_stop)
+            m = runner.run(SyntheticWorkload(task), before_measure)
             metrics = {**summarize(m.raw_ns, task.batch_size), "threads": task.threads or 1,
                        "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.cores,
                        "converged": m.converged, "cold_ms": m.cold_ns / 1e6,

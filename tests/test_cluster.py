@@ -138,3 +138,45 @@ def test_serial_run_stops_on_sigterm(tmp_path):
     t = read_tasks(out)
     assert t["status"][-1] == "interrupted"
     assert read_attrs(out)["stopped_by"] == "SIGTERM"
+
+
+def test_scaling_mode_tiny_model_on_four_ranks(tmp_path):
+    out = tmp_path / "scaling.h5"
+    proc = run_cli(["--config", TINY, "--batch-sizes", "2", "--precisions", "fp32", "--min-time", "0.5",
+                    "--mode", "scaling", "--output", out], n=5)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from mpibench.store import read_scaling
+
+    s = read_scaling(out)
+    assert list(s["n_ranks"]) == [1, 2, 4] and set(s["by"]) == {"ranks"}
+    assert s["efficiency"][0] == pytest.approx(1.0)
+    assert all(0 < e <= 1.5 for e in s["efficiency"]), s["efficiency"]
+    assert (s["aggregate_throughput_sps"] > 0).all()
+    t = read_tasks(out)  # every participant's own measurement is kept too
+    assert sorted(t["scaling_ranks"]) == [1, 2, 2, 4, 4, 4, 4]
+
+
+def test_isolation_node_measures_one_rank_at_a_time(tmp_path):
+    out = tmp_path / "iso.h5"
+    proc = run_cli(["--model", "synthetic", "--batch-sizes", "1,2,4,8,16,32", "--seq-lens", "64",
+                    "--warmup-s", "0", "--min-time", "0.2", "--isolation", "node", "--output", out], n=4)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    assert len(set(t["rank"])) > 1
+    windows = sorted(zip(t["start_time"], t["end_time"]))
+    for (s1, e1), (s2, e2) in zip(windows, windows[1:]):
+        assert s2 >= e1 - 0.01, "two ranks of one node measured at the same time"
+    assert len(set(t["cores"])) == 1  # each measuring rank may use the whole node
+    assert "isolation: node" in read_attrs(out)["config_yaml"]
+
+
+def test_device_isolation_gives_disjoint_core_slices(tmp_path):
+    out = tmp_path / "slices.h5"
+    proc = run_cli(["--model", "synthetic", "--batch-sizes", "1,2,4,8", "--seq-lens", "64", "--warmup-s", "0",
+                    "--min-time", "0.1", "--threads", "0", "--output", out], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    by_rank = {int(r): c for r, c in zip(t["rank"], t["cores"])}
+    if (os.cpu_count() or 1) >= 2 and len(by_rank) == 2:
+        a, b = (set(by_rank[r].split(",")) for r in sorted(by_rank))
+        assert not a & b, by_rank

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from mpibench.config import Config
+from mpibench.config import Config, MeasureConfig
 from mpibench.flops import distilbert_flops_per_sample
 from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name)
@@ -87,10 +87,12 @@ class Executor:
                                            self.cfg.seed, self.gpu_index)
         return self._cache[key]
 
-    def run(self, task: Task) -> Result:
+    def run(self, task: Task, measure: MeasureConfig | None = None,
+            before_measure: Callable[[], None] | None = None) -> Result:
+        """Measure a task by `measure` (default: the config's); failures come back as rows."""
         start = time.time()
         try:
-            result = self._measure(task)
+            result = self._measure(task, measure or self.cfg.measure, before_measure)
         except Interrupted as err:
             result = Result.failure(task, "interrupted", self.rank, self.host, str(err))
         except Unavailable as err:
@@ -104,15 +106,15 @@ class Executor:
         result.start_time, result.end_time = start, time.time()
         return result
 
-    def _measure(self, task: Task) -> Result:
+    def _measure(self, task: Task, measure: MeasureConfig, before_measure) -> Result:
         threads = task.threads or self.default_threads
         torch.set_num_threads(threads)
         built = self._model(task)
         workload = InferenceWorkload(built, task.batch_size, task.seq_len, self.cfg.seed + task.task_id)
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
         meter = self.meters.get(built.device)
-        runner = Runner(self.cfg.measure, timer=timer, meter=meter, should_stop=self.should_stop)
-        m = runner.run(workload)
+        runner = Runner(measure, timer=timer, meter=meter, should_stop=self.should_stop)
+        m = runner.run(workload, before_measure)
         stats = summarize(m.raw_ns, task.batch_size)
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
         metrics = {

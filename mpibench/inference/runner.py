@@ -69,7 +69,9 @@ class Runner:
         t.mark()
         return t.stop()
 
-    def run(self, w: Workload) -> Measurement:
+    def run(self, w: Workload, before_measure: Callable[[], None] | None = None) -> Measurement:
+        """Cold call, warm-up, then measure; `before_measure` runs in between (scaling aligns
+        the ranks' windows there)."""
         m = self.m
         cold_ns = sum(self._iteration(w, 0))
         i, t0 = 1, self.clock()
@@ -78,6 +80,8 @@ class Runner:
             self._iteration(w, i)
             i += 1
         warmup_iters = i - 1
+        if before_measure is not None:
+            before_measure()
 
         samples: list[list[int]] = []
         if self.meter is not None:

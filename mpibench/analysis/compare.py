@@ -1,0 +1,105 @@
+"""Two runs side by side: what changed per configuration, and whether the change is real.
+
+Configurations match on (model, device, precision, batch_size, seq_len, threads). The compared figure
+is the throughput from the median latency. A change is significant when the two 95 % CIs do not
+overlap (conservative: two non-overlapping 95 % intervals mean p < 0.01 for the difference). It is a
+regression when it is significant and throughput fell by more than the threshold; a configuration that
+ran in the base run and now fails (failed, oom) is a regression too. Configurations present in one run
+only, or not ok in the base run, are listed and never decide the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpibench.analysis.table import KEY, col, config_of, label, latest_per_config, throughput_ci
+
+FAILING = ("failed", "oom")
+
+
+def compare_runs(base: dict[str, np.ndarray], new: dict[str, np.ndarray],
+                 threshold_pct: float = 5.0) -> list[dict]:
+    """One dict per configuration in either run: both values with CIs, change_pct, significant, verdict."""
+    b, n = _index(base), _index(new)
+    out = []
+    for key in sorted(set(b) | set(n), key=lambda k: tuple(map(str, k))):
+        row = {**dict(zip(KEY, key)), "base": b.get(key), "new": n.get(key), "change_pct": math.nan,
+               "p99_change_pct": math.nan, "significant": False}
+        row["verdict"] = _verdict(row, threshold_pct)
+        out.append(row)
+    return out
+
+
+def regressed(rows: list[dict]) -> bool:
+    return any(r["verdict"] in ("regressed", "now failing") for r in rows)
+
+
+def _index(t: dict[str, np.ndarray]) -> dict[tuple, dict]:
+    thr, lo, hi = throughput_ci(t)
+    out = {}
+    for i in latest_per_config(t):
+        cfg = config_of(t, int(i))
+        out[tuple(cfg[k] for k in KEY)] = {
+            "status": str(col(t, "status", "ok")[i]), "converged": bool(col(t, "converged", True)[i]),
+            "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
+            "p99_ms": float(col(t, "e2e_p99_ms")[i])}
+    return out
+
+
+def _verdict(row: dict, threshold_pct: float) -> str:
+    b, n = row["base"], row["new"]
+    if b is None:
+        return "new configuration"
+    if n is None:
+        return "missing in new run"
+    if b["status"] != "ok":
+        return f"not comparable (base {b['status']})"
+    if n["status"] in FAILING:
+        return "now failing"
+    if n["status"] != "ok" or not (b["value"] > 0 and n["value"] > 0):
+        return f"not comparable (new {n['status']})"
+    row["change_pct"] = (n["value"] / b["value"] - 1) * 100
+    row["p99_change_pct"] = (n["p99_ms"] / b["p99_ms"] - 1) * 100 if b["p99_ms"] > 0 else math.nan
+    row["significant"] = bool(n["ci_high"] < b["ci_low"] or n["ci_low"] > b["ci_high"])
+    if not row["significant"]:
+        return "no significant change"
+    if row["change_pct"] < -threshold_pct:
+        return "regressed"
+    if row["change_pct"] > threshold_pct:
+        return "improved"
+    return "within threshold"
+
+
+def format_table(rows: list[dict], base_name: str, new_name: str, threshold_pct: float) -> str:
+    """The comparison as a plain-text table with a closing verdict line."""
+    header = ("configuration", "base samples/s [95 % CI]", "new samples/s [95 % CI]", "change", "p99 change",
+              "verdict")
+    body = [(label(r, ("model",)), _value(r["base"]), _value(r["new"]), _pct(r["change_pct"], r["significant"]),
+             _pct(r["p99_change_pct"], False), r["verdict"]) for r in rows]
+    widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(header)]
+    lines = [f"base: {base_name}", f"new:  {new_name}", "",
+             "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) if k in (0, 5) else c.rjust(w)
+                        for k, (c, w) in enumerate(zip(b, widths))).rstrip() for b in body]
+    bad = [r for r in rows if r["verdict"] in ("regressed", "now failing")]
+    lines += ["", f"{len(bad)} of {len(rows)} configurations regressed (a significant drop of more than "
+                  f"{threshold_pct:g} %, or now failing)" if bad else
+              f"no configuration regressed significantly beyond {threshold_pct:g} % ({len(rows)} compared; "
+              "* = 95 % CIs apart)"]
+    return "\n".join(lines)
+
+
+def _value(side: dict | None) -> str:
+    if side is None:
+        return "—"
+    if side["status"] != "ok" or not math.isfinite(side["value"]):
+        return side["status"]
+    hi = f"{side['ci_high']:.4g}" if math.isfinite(side["ci_high"]) else "∞"
+    return f"{side['value']:.4g} [{side['ci_low']:.4g}, {hi}]"
+
+
+def _pct(v: float, significant: bool) -> str:
+    return f"{v:+.1f} %" + ("*" if significant else "") if math.isfinite(v) else ""

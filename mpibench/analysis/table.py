@@ -1,0 +1,128 @@
+"""The /tasks table as analysis sees it: configuration keys, eligibility, throughput with its CI.
+
+A table is what `mpibench.store.read_tasks` returns: {column: 1-D array}, one row per task. Functions
+here take and return such column dicts (or row indices into them), so they work on a hand-built table
+as well as on a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+#: What identifies a configuration (the same as mpibench.plan.Task.key).
+KEY = ("model", "device", "precision", "batch_size", "seq_len", "threads")
+#: The workload: never traded for speed (a shorter sequence is always faster, and not the same job).
+WORKLOAD = ("model", "seq_len")
+#: Which precision to prefer when two tie: the one that changes the model's numbers least.
+PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 2}
+#: Energy readings that measured the task's own window (a `shared` one covers the node).
+ENERGY_OK = ("ok", "shared")
+
+
+def n_rows(t: dict[str, np.ndarray]) -> int:
+    return len(next(iter(t.values()))) if t else 0
+
+
+def col(t: dict[str, np.ndarray], name: str, default=math.nan) -> np.ndarray:
+    """A column, or `default` everywhere when a hand-built table lacks it."""
+    if name in t:
+        return np.asarray(t[name])
+    return np.full(n_rows(t), default, dtype=object if isinstance(default, str) else None)
+
+
+def take(t: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v)[idx] for k, v in t.items()}
+
+
+def why_ineligible(t: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row: "" when the row may be recommended, else why not (status, or did not converge)."""
+    status = col(t, "status", "ok").astype(str)
+    converged = col(t, "converged", True).astype(bool)
+    thr, _, _ = throughput_ci(t)
+    out = np.where(status == "ok", "", status).astype(object)
+    out[(status == "ok") & ~converged] = "did not converge"
+    out[(out == "") & ~np.isfinite(thr)] = "no latency measured"
+    return out
+
+
+def throughput_ci(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples per second from the median latency, with the 95 % CI that the median's CI implies."""
+    bs = col(t, "batch_size").astype(float)
+    ci_low, ci_high = col(t, "e2e_ci_low_ms").astype(float), col(t, "e2e_ci_high_ms").astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = bs * 1e3 / col(t, "e2e_p50_ms").astype(float)
+        low = bs * 1e3 / ci_high  # an unbounded CI (too few samples) gives 0 ...
+        high = np.where(ci_low > 0, bs * 1e3 / ci_low, math.inf)  # ... and infinity
+    low = np.where(np.isnan(ci_high), value, low)  # a table without CIs: the point value
+    high = np.where(np.isnan(ci_low), value, high)
+    return value, low, high
+
+
+def latest_per_config(t: dict[str, np.ndarray]) -> np.ndarray:
+    """One row per configuration: its last eligible row, else its last row (a resumed run repeats)."""
+    ok = why_ineligible(t) == ""
+    best: dict[tuple, int] = {}
+    for i, key in enumerate(zip(*(col(t, k, "").tolist() for k in KEY))):
+        j = best.get(key)
+        if j is None or ok[i] or not ok[j]:
+            best[key] = i
+    return np.array(sorted(best.values()), dtype=int)
+
+
+def group_rows(t: dict[str, np.ndarray], by: tuple[str, ...], rows=None) -> dict[tuple, np.ndarray]:
+    """Row indices by the values of the `by` columns, groups and rows in sorted order."""
+    rows = np.arange(n_rows(t)) if rows is None else np.asarray(rows)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    columns = [col(t, k, "") for k in by]
+    for i in rows.tolist():
+        groups[tuple(_plain(c[i]) for c in columns)].append(i)
+    out = {}
+    for key in sorted(groups, key=_sort_key):
+        idx = np.array(groups[key], dtype=int)
+        out[key] = idx[np.lexsort((col(t, "threads", 0)[idx], col(t, "batch_size", 0)[idx]))]
+    return out
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple((PRECISION_RANK.get(v, 9), v) if isinstance(v, str) else (0, v) for v in key)
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def config_of(t: dict[str, np.ndarray], i: int) -> dict:
+    """The configuration of row i as plain Python values."""
+    return {k: _plain(col(t, k, "")[i]) for k in KEY}
+
+
+def label(cfg: dict, omit: tuple[str, ...] = ()) -> str:
+    """`cpu fp32 bs=4 seq=128 threads=2`, leaving out what the context already says."""
+    parts = {"device": str(cfg.get("device")), "precision": str(cfg.get("precision")),
+             "batch_size": f"bs={cfg.get('batch_size')}", "seq_len": f"seq={cfg.get('seq_len')}",
+             "threads": f"threads={cfg.get('threads')}", "model": str(cfg.get("model"))}
+    return " ".join(parts[k] for k in ("device", "precision", "batch_size", "seq_len", "threads", "model")
+                    if k not in omit)
+
+
+def constant_columns(t: dict[str, np.ndarray], names=KEY) -> tuple[str, ...]:
+    """The key columns that have one value in the whole table (so labels can leave them out)."""
+    return tuple(k for k in names if k in t and len(set(np.asarray(t[k]).tolist())) <= 1)
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A number for people: 4 significant digits, no exponent for large values, ∞ for unknown bounds."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    if abs(v) >= 10 ** digits:
+        return f"{v:.0f}"
+    return f"{v:.{digits}g}"

@@ -1,0 +1,100 @@
+"""`python -m mpibench.analyze`: report, figures and the optimum of a run file; or compare two runs.
+
+    python -m mpibench.analyze results/cpu.h5 [--out DIR] [--latency-slo-ms 50]
+    python -m mpibench.analyze --compare results/base.h5 results/new.h5 [--threshold 5]
+
+No MPI and no torch: copy the file off the cluster and run this on a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from mpibench.cli import Parser, main_guard
+from mpibench.errors import UsageError
+
+EPILOG = """examples:
+  python -m mpibench.analyze results/quick.h5                       # -> results/quick-analysis/
+  python -m mpibench.analyze results/gpu.h5 --latency-slo-ms 20 --out report/
+  python -m mpibench.analyze --compare results/v1.h5 results/v2.h5 --threshold 5
+
+Exit status: 0 done (or no significant regression), 1 a configuration regressed significantly beyond the
+threshold (--compare), 2 bad input (a file that is not an mpibench run, a newer schema, a bad flag)."""
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m mpibench.analyze", epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Offline analysis of an mpibench run file: report.md/.html, PNG figures and "
+                           "optimal.json; or --compare two runs as a regression gate.")
+    p.add_argument("run", nargs="?", metavar="RUN.h5", help="the run file to analyse")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: RUN-analysis/ next to the file)")
+    p.add_argument("--latency-slo-ms", type=_positive, metavar="MS",
+                   help="p99 latency bound for the latency objective: highest throughput whose p99 meets it")
+    p.add_argument("--compare", nargs=2, metavar=("BASE.h5", "NEW.h5"),
+                   help="compare two runs configuration by configuration; exit 1 on a significant regression")
+    p.add_argument("--threshold", type=_positive, default=5.0, metavar="PCT",
+                   help="--compare: a significant throughput drop larger than this (%%) is a regression "
+                        "(default: 5)")
+    return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def default_out(run: Path) -> Path:
+    return run.with_name(f"{run.stem}-analysis")
+
+
+def _analyse(ns) -> int:
+    from mpibench.analysis import analyze, write_all
+
+    run = Path(ns.run)
+    a = analyze(run, latency_slo_ms=ns.latency_slo_ms)
+    out = Path(ns.out) if ns.out else default_out(run)
+    written = write_all(a, out)
+    if not a.run.complete:
+        print(f"note: {run} is from a run that did not complete; the report says what is missing")
+    for objective in ("throughput", "latency", "energy"):
+        for r in a.optimal[objective]["per_device"]:
+            print(f"{objective:>10} {r['device']}: {r['reason']}")
+    print(f"wrote {len(written)} files to {out}/ (open report.html or report.md)")
+    return 0
+
+
+def _compare(ns) -> int:
+    from mpibench.analysis.compare import compare_runs, format_table, regressed
+    from mpibench.store import read_tasks
+
+    base, new = (read_tasks(p) for p in ns.compare)
+    rows = compare_runs(base, new, ns.threshold)
+    print(format_table(rows, ns.compare[0], ns.compare[1], ns.threshold))
+    return 1 if regressed(rows) else 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.compare and ns.run:
+        raise UsageError("give either RUN.h5 or --compare BASE.h5 NEW.h5, not both")
+    if ns.compare:
+        return _compare(ns)
+    if not ns.run:
+        raise UsageError("python -m mpibench.analyze: give a run file (RUN.h5) or --compare BASE.h5 NEW.h5 "
+                         "(see --help)")
+    return _analyse(ns)
+
+
+main = main_guard(_main)
+
+if __name__ == "__main__":
+    sys.exit(main())
