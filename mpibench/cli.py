@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -80,7 +80,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.is_bool:
             group.add_argument(*names, dest=f.dest, action="store_true", default=None, help=help_text)
         else:
-            choices = get_args(f.field.annotation) if "Literal" in str(f.field.annotation) else None
+            choices = get_args(f.field.annotation) if get_origin(f.field.annotation) is Literal else None
             group.add_argument(*names, dest=f.dest, default=None, choices=choices or None,
                                metavar=_metavar(f), help=help_text)
 

@@ -64,6 +64,18 @@ class SweepConfig(_Section):
     threads: list[int] = Field(
         [0], description="intra-op threads per rank; 0 = the rank's share of its node's cores",
     )
+    scenarios: list[Literal["offline", "single-stream", "server"]] = Field(
+        ["offline"], description="offline: batches back to back (throughput); single-stream: one "
+        "sample at a time (latency percentiles); server: Poisson arrivals batched up to the batch size",
+        json_schema_extra={"aliases": ["--scenario"]},
+    )
+    backends: list[Literal["eager", "compile"]] = Field(
+        ["eager"], description="eager, or compile (torch.compile; compile time recorded apart)",
+        json_schema_extra={"aliases": ["--backend"]},
+    )
+    attention: list[Literal["sdpa", "eager"]] = Field(
+        ["sdpa"], description="attention implementation: sdpa (fused) or eager (plain matmuls)",
+    )
 
     @field_validator("devices")
     @classmethod
@@ -128,6 +140,26 @@ class OutputConfig(_Section):
     jsonl: Path | None = Field(None, description="also write one JSON line per task to this path")
 
 
+class ServerConfig(_Section):
+    rates_sps: list[float] = Field(
+        [], description="server scenario: arrival rates to measure, samples/s; empty = search the "
+        "highest rate whose p99 latency stays under latency_slo_ms",
+    )
+    latency_slo_ms: float = Field(100.0, gt=0, description="server scenario: the p99 latency bound, ms")
+    min_requests: int = Field(
+        1000, ge=662, description="server scenario: requests per rate (>= 662 to state a p99)",
+    )
+    search_steps: int = Field(6, ge=2, description="server scenario: rates tried by the search")
+
+    @field_validator("rates_sps")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if x <= 0:
+                raise ValueError(f"{x} is not allowed; rates must be positive samples/s")
+        return v
+
+
 class EnergyConfig(_Section):
     backend: Literal["auto", "rapl", "pyrapl", "nvml", "none"] = Field(
         "auto", description="energy counters: auto (whatever this node can read), rapl, pyrapl, "
@@ -162,6 +194,7 @@ class Config(_Section):
     sweep: SweepConfig = SweepConfig()
     measure: MeasureConfig = MeasureConfig()
     output: OutputConfig = OutputConfig()
+    server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
     energy: EnergyConfig = EnergyConfig()
     seed: int = Field(0, description="seed for generated input text and random weights")

@@ -58,6 +58,12 @@ class Progress:
                       f"{what} | {fmt_duration(elapsed)} ETA {fmt_duration(eta)}")
 
 
+def _variant(r: dict) -> str:
+    parts = [r.get("scenario", "offline")]
+    parts += [x for x, default in ((r.get("backend"), "eager"), (r.get("attention"), "sdpa")) if x and x != default]
+    return " ".join(parts)
+
+
 def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
     """Per device and precision: the best batch size by throughput, beside batch size 1."""
     by = defaultdict(list)
@@ -65,16 +71,17 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
     for r in rows:
         status_count[r["status"]] += 1
         if r["status"] == "ok":
-            by[(r["device"], r["precision"], r["seq_len"], r["threads"])].append(r)
+            by[(r["device"], r["precision"], r["seq_len"], r["threads"],
+                _variant(r))].append(r)
     table = Table(title="Best batch size by throughput (end to end)")
-    for col in ("device", "precision", "seq", "threads", "best batch", "samples/s", "95% CI (ms)",
-                "p99 ms", "vs smallest batch"):
-        table.add_column(col, justify="right" if col not in ("device", "precision") else "left")
-    for (dev, prec, seq, thr), rs in sorted(by.items()):
+    for col in ("device", "precision", "seq", "threads", "scenario", "best batch", "samples/s",
+                "95% CI (ms)", "p99 ms", "vs smallest batch"):
+        table.add_column(col, justify="right" if col not in ("device", "precision", "scenario") else "left")
+    for (dev, prec, seq, thr, variant), rs in sorted(by.items()):
         best = max(rs, key=lambda r: r["throughput_sps"])
         smallest = min(rs, key=lambda r: r["batch_size"])
         gain = best["throughput_sps"] / smallest["throughput_sps"]
-        table.add_row(dev, prec, str(seq), str(thr), str(best["batch_size"]),
+        table.add_row(dev, prec, str(seq), str(thr), variant, str(best["batch_size"]),
                       f"{best['throughput_sps']:.1f}",
                       f"{best['e2e_ci_low_ms']:.2f}-{best['e2e_ci_high_ms']:.2f}",
                       f"{best['e2e_p99_ms']:.2f}",

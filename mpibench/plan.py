@@ -25,16 +25,24 @@ class Task:
     seq_len: int
     threads: int
     est_cost_s: float = 0.0
+    scenario: str = "offline"  # offline, single-stream or server
+    backend: str = "eager"  # eager or compile (torch.compile)
+    attention: str = "sdpa"  # the attention implementation: sdpa or eager
+    rate_sps: float = 0.0  # server: the arrival rate; 0 = search the highest rate under the SLO
 
     @property
     def key(self) -> tuple:
-        """What identifies a configuration across runs (for --resume and comparisons)."""
-        return (self.model, self.device, self.precision, self.batch_size, self.seq_len, self.threads)
+        """What identifies a configuration across runs (for comparisons)."""
+        return (self.model, self.device, self.precision, self.batch_size, self.seq_len, self.threads,
+                self.scenario, self.backend, self.attention, self.rate_sps)
 
     def label(self, threads: int | None = None) -> str:
         thr = threads or self.threads or "auto"
+        extra = "".join(f" {x}" for x, default in ((self.scenario, "offline"), (self.backend, "eager"),
+                                                   (f"attn={self.attention}", "attn=sdpa")) if x != default)
+        rate = f" rate={self.rate_sps:g}/s" if self.scenario == "server" and self.rate_sps else ""
         return (f"{self.device} {self.precision} bs={self.batch_size} seq={self.seq_len} "
-                f"threads={thr}")
+                f"threads={thr}{extra}{rate}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,18 +61,23 @@ def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
     """The sweep in a stable order (task ids are positions in it)."""
     s = cfg.sweep
     combos = []
-    for device in s.devices:
-        for prec, bs, seq, thr in itertools.product(
-            precisions_for(cfg, device, bf16_supported), s.batch_sizes, s.seq_lens, s.threads
+    for device, scenario, backend, attn in itertools.product(s.devices, s.scenarios, s.backends, s.attention):
+        batch_sizes = [1] if scenario == "single-stream" else s.batch_sizes  # one sample at a time
+        rates = (cfg.server.rates_sps or [0.0]) if scenario == "server" else [0.0]
+        for prec, bs, seq, thr, rate in itertools.product(
+            precisions_for(cfg, device, bf16_supported), batch_sizes, s.seq_lens, s.threads, rates
         ):
-            combos.append((device, prec, bs, seq, thr))
+            combos.append(dict(device=device, precision=prec, batch_size=bs, seq_len=seq, threads=thr,
+                               scenario=scenario, backend=backend, attention=attn, rate_sps=rate))
     return [
-        Task(i, cfg.model.name, d, p, bs, seq, thr, est_cost_s=estimate_cost(cfg, d, bs, seq))
-        for i, (d, p, bs, seq, thr) in enumerate(combos)
+        Task(i, cfg.model.name, est_cost_s=estimate_cost(cfg, c["device"], c["batch_size"], c["seq_len"],
+                                                         c["scenario"]), **c)
+        for i, c in enumerate(combos)
     ]
 
 
-def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int) -> float:
+def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int,
+                  scenario: str = "offline") -> float:
     """Expected seconds for one task: warm-up, then the longer of min_time and min_iters iterations."""
     m = cfg.measure
     if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
@@ -75,6 +88,8 @@ def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int) -> fl
         iter_s = flops / _ASSUMED_FLOPS[device.split(":")[0]]
     warm = max(m.warmup_s, (m.warmup_iters + 1) * iter_s)
     measure = min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
+    if scenario == "server":  # a few rates, each long enough for a p99
+        measure = cfg.server.search_steps * max(m.min_time_s, cfg.server.min_requests * iter_s / batch_size)
     return warm + measure
 
 

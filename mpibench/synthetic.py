@@ -12,6 +12,7 @@ from typing import Callable
 
 from mpibench.config import Config, MeasureConfig
 from mpibench.inference.runner import Interrupted, Runner
+from mpibench.inference.scenarios import run_scenario
 from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.stats import summarize
@@ -26,7 +27,12 @@ def forward_s(task: Task) -> float:
 
 class SyntheticWorkload:
     def __init__(self, task: Task):
-        self.fwd = forward_s(task)
+        self.per_sample_s = forward_s(task) / task.batch_size
+        self.k = task.batch_size
+
+    @property
+    def fwd(self) -> float:
+        return self.per_sample_s * self.k
 
     def preprocess(self, i):
         time.sleep(self.fwd * 0.05)
@@ -54,9 +60,13 @@ class SyntheticExecutor:
             before_measure: Callable[[], None] | None = None) -> Result:
         start = time.time()
         try:
-            runner = Runner(measure or self.cfg.measure, should_stop=self.should_stop)
-            m = runner.run(SyntheticWorkload(task), before_measure)
-            metrics = {**summarize(m.raw_ns, task.batch_size), "threads": task.threads or 1,
+            def make_runner(mc):
+                return Runner(mc, should_stop=self.should_stop)
+
+            m, extra = run_scenario(task, SyntheticWorkload(task), make_runner, measure or self.cfg.measure,
+                                    self.cfg.server, self.cfg.seed + task.task_id, before_measure)
+            extra.pop("energy_samples", None)
+            metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,
                        "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.cores,
                        "converged": m.converged, "cold_ms": m.cold_ns / 1e6,
                        "warmup_iters": m.warmup_iters, "measure_s": m.measure_s,

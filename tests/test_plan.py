@@ -14,7 +14,20 @@ def test_cartesian_sweep_with_stable_ids():
     assert len(tasks) == 2 * 2 * 3 * 2
     assert [t.task_id for t in tasks] == list(range(len(tasks)))
     assert len({t.key for t in tasks}) == len(tasks)
-    assert tasks[0].key == ("distilbert-base-uncased", "cpu", "fp32", 1, 64, 0)
+    assert tasks[0].key[:6] == ("distilbert-base-uncased", "cpu", "fp32", 1, 64, 0)
+
+
+def test_scenarios_expand_their_own_way():
+    c = Config.model_validate({"sweep": {"batch_sizes": [1, 4], "precisions": ["fp32"],
+                                         "scenarios": ["offline", "single-stream", "server"]},
+                               "server": {"rates_sps": [10, 20]}})
+    tasks = expand(c)
+    by = {s: [t for t in tasks if t.scenario == s] for s in ("offline", "single-stream", "server")}
+    assert [t.batch_size for t in by["offline"]] == [1, 4]
+    assert [t.batch_size for t in by["single-stream"]] == [1]  # one sample at a time
+    assert [(t.batch_size, t.rate_sps) for t in by["server"]] == [(1, 10), (1, 20), (4, 10), (4, 20)]
+    search = expand(Config.model_validate({"sweep": {"batch_sizes": [4], "scenarios": ["server"]}}))
+    assert [t.rate_sps for t in search] == [0.0]  # no rates: one search task
 
 
 def test_mixed_precision_adds_the_best_half_precision():

@@ -1,18 +1,24 @@
 """Offline analysis of a run file: batch profile, the optimum with its evidence, figures, report, comparison.
 
-Runs on a laptop: numpy, h5py and matplotlib only (no torch, no MPI).
+Runs on a laptop: numpy, h5py and matplotlib only (no torch, no MPI). Names load lazily, so that
+`from mpibench.analysis.optimum import choose_optimal` (used by `mpibench.run --optimal`) does not
+import matplotlib.
 
     from mpibench.analysis import analyze, write_all, choose_optimal
     a = analyze("results/quick.h5", latency_slo_ms=50)
     write_all(a, "results/quick-analysis")
 """
 
-from mpibench.analysis.compare import compare_runs, regressed
-from mpibench.analysis.load import Run, load_run
-from mpibench.analysis.optimum import OBJECTIVES, choose_optimal
-from mpibench.analysis.pipeline import Analysis, analyze, optimal_json
-from mpibench.analysis.profile import batch_profile
-from mpibench.analysis.report import write_all
+from importlib import import_module
 
-__all__ = ["Analysis", "OBJECTIVES", "Run", "analyze", "batch_profile", "choose_optimal", "compare_runs",
-           "load_run", "optimal_json", "regressed", "write_all"]
+_WHERE = {"compare_runs": "compare", "regressed": "compare", "Run": "load", "load_run": "load",
+          "OBJECTIVES": "optimum", "choose_optimal": "optimum", "Analysis": "pipeline", "analyze": "pipeline",
+          "optimal_json": "pipeline", "batch_profile": "profile", "write_all": "report"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"mpibench.analysis.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mpibench.analysis' has no attribute {name!r}")

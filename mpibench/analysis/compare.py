@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import KEY, col, config_of, label, latest_per_config, throughput_ci
+from mpibench.analysis.table import KEY, col, config_of, converged, label, latest_per_config, throughput_ci
 
 FAILING = ("failed", "oom")
 
@@ -38,11 +38,12 @@ def regressed(rows: list[dict]) -> bool:
 
 def _index(t: dict[str, np.ndarray]) -> dict[tuple, dict]:
     thr, lo, hi = throughput_ci(t)
+    ok = converged(t)
     out = {}
     for i in latest_per_config(t):
         cfg = config_of(t, int(i))
         out[tuple(cfg[k] for k in KEY)] = {
-            "status": str(col(t, "status", "ok")[i]), "converged": bool(col(t, "converged", True)[i]),
+            "status": str(col(t, "status", "ok")[i]), "converged": bool(ok[i]),
             "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
             "p99_ms": float(col(t, "e2e_p99_ms")[i])}
     return out

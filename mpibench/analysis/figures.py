@@ -10,7 +10,7 @@ from matplotlib.patches import Patch
 from mpibench.analysis import plots as P
 from mpibench.analysis.pipeline import Analysis
 from mpibench.analysis.profile import MIN_EFFECT_PCT
-from mpibench.analysis.table import ENERGY_OK, col, constant_columns
+from mpibench.analysis.table import ENERGY_OK, col, constant_columns, converged
 from mpibench.stats import PHASES
 
 
@@ -64,7 +64,7 @@ def _series_plot(ax, a: Analysis, lay: P.Layout, idx, y: str, lo: str | None, hi
         yerr = P.ci_yerr(t[y][s], t[lo][s], t[hi][s]) if lo else None
         ax.errorbar(x, t[y][s], yerr=yerr, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                     label=st["label"], capsize=3, linewidth=1.6, markersize=5)
-        bad = s[~col(t, "converged", True)[s].astype(bool)]
+        bad = s[~converged(t)[s]]
         ax.plot(t["batch_size"][bad], t[y][bad], marker=st["marker"], markerfacecolor="white",
                 color=st["color"], linestyle="none", markersize=7, zorder=4)
 
@@ -108,7 +108,7 @@ def _batch_figure(a: Analysis, out, name, title, ylabel, y, lo, hi, caption, *, 
                                   **{**_STAR_STYLE, "markersize": 13}))
         if _failed_marks(ax, a, lay, key):
             handles.append(_FAILED)
-        if (~col(a.tasks, "converged", True)[idx].astype(bool)).any():
+        if (~converged(a.tasks)[idx]).any():
             handles.append(_HOLLOW)
         values = a.tasks[y][idx]
         if logy if logy is not None else np.nanmax(values) / max(np.nanmin(values), 1e-12) > 30:

@@ -16,7 +16,8 @@ from mpibench.analysis.plots import FigureFile
 from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
 from mpibench.analysis.rawstats import DRIFT_MIN_PCT
 from mpibench.analysis.scaling import describe
-from mpibench.analysis.table import ENERGY_OK, KEY, col, config_of, constant_columns, fmt, group_rows, label
+from mpibench.analysis.table import (ENERGY_OK, KEY, col, config_of, constant_columns, converged, fmt,
+                                     group_rows, label)
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 
@@ -269,7 +270,7 @@ def _excluded(a: Analysis) -> list:
 def _quality(a: Analysis) -> list:
     t = a.tasks
     items = []
-    unconv = a.rows[(t["status"][a.rows] == "ok") & ~col(t, "converged", True)[a.rows].astype(bool)]
+    unconv = a.rows[(t["status"][a.rows] == "ok") & ~converged(t)[a.rows]]
     if len(unconv):
         items.append(f"{len(unconv)} configuration(s) stopped at max_time before the median's CI reached the "
                      "target: " + ", ".join(label(config_of(t, i), ("model",)) for i in unconv) + ".")

@@ -37,13 +37,18 @@ def take(t: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[idx] for k, v in t.items()}
 
 
+def converged(t: dict[str, np.ndarray]) -> np.ndarray:
+    """The stopping rule was met, or did not apply: a scaling step measures a fixed window."""
+    return col(t, "converged", True).astype(bool) | (col(t, "scaling_ranks", -1).astype(float) >= 1)
+
+
 def why_ineligible(t: dict[str, np.ndarray]) -> np.ndarray:
     """Per row: "" when the row may be recommended, else why not (status, or did not converge)."""
     status = col(t, "status", "ok").astype(str)
-    converged = col(t, "converged", True).astype(bool)
+    converged_ = converged(t)
     thr, _, _ = throughput_ci(t)
     out = np.where(status == "ok", "", status).astype(object)
-    out[(status == "ok") & ~converged] = "did not converge"
+    out[(status == "ok") & ~converged_] = "did not converge"
     out[(out == "") & ~np.isfinite(thr)] = "no latency measured"
     return out
 

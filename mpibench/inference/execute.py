@@ -13,6 +13,7 @@ from mpibench.flops import distilbert_flops_per_sample
 from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name)
 from mpibench.inference.runner import Interrupted, Runner
+from mpibench.inference.scenarios import run_scenario
 from mpibench.inference.timers import CudaTimer
 from mpibench.plan import Task
 from mpibench.result import Result
@@ -76,7 +77,7 @@ class Executor:
         self.cache_size = cache_size
 
     def _model(self, task: Task) -> BuiltModel:
-        key = (task.model, task.device, task.precision)
+        key = (task.model, task.device, task.precision, task.backend, task.attention)
         if key not in self._cache:
             while len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
@@ -84,7 +85,7 @@ class Executor:
                     torch.cuda.empty_cache()
             m = self.cfg.model
             self._cache[key] = build_model(task.model, m.num_labels, task.device, task.precision,
-                                           self.cfg.seed, self.gpu_index)
+                                           self.cfg.seed, self.gpu_index, task.backend, task.attention)
         return self._cache[key]
 
     def run(self, task: Task, measure: MeasureConfig | None = None,
@@ -111,21 +112,28 @@ class Executor:
         torch.set_num_threads(threads)
         built = self._model(task)
         workload = InferenceWorkload(built, task.batch_size, task.seq_len, self.cfg.seed + task.task_id)
+        compile_s = _first_call_s(workload) if task.backend == "compile" else float("nan")
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
         meter = self.meters.get(built.device)
-        runner = Runner(measure, timer=timer, meter=meter, should_stop=self.should_stop)
-        m = runner.run(workload, before_measure)
+
+        def make_runner(m: MeasureConfig) -> Runner:
+            return Runner(m, timer=timer, meter=meter, should_stop=self.should_stop)
+
+        m, extra = run_scenario(task, workload, make_runner, measure, self.cfg.server,
+                                self.cfg.seed + task.task_id, before_measure)
         stats = summarize(m.raw_ns, task.batch_size)
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
+        n_samples = extra.pop("energy_samples", m.n_iters * task.batch_size)
         metrics = {
-            **stats,
+            **stats, **extra,
             "threads": threads, "weights": built.weights, "device_name": device_name(built.device),
-            "bound_device": str(built.device), "cores": self.cores,
+            "bound_device": str(built.device), "cores": self.cores, "precision_mode": "cast",
+            "compile_s": compile_s,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,
             "achieved_tflops": flops * stats["forward_throughput_sps"] / 1e12,
         }
-        metrics.update(m.energy.columns(m.n_iters * task.batch_size, cpu_exclusive=self.cpu_exclusive,
+        metrics.update(m.energy.columns(n_samples, cpu_exclusive=self.cpu_exclusive,
                                         gpu_exclusive=self.gpu_exclusive))
         return Result(task, "ok", self.rank, self.host, metrics=metrics, raw_ns=m.raw_ns,
                       energy_trace=self.meters.new_trace(built.device))
@@ -146,6 +154,13 @@ class Executor:
 
     def close(self) -> None:
         self.meters.close()
+
+
+def _first_call_s(workload: InferenceWorkload) -> float:
+    """torch.compile compiles at the first call of a shape: time it apart from the warm-up."""
+    t0 = time.perf_counter()
+    workload.postprocess(workload.forward(workload.h2d(workload.preprocess(0))))
+    return time.perf_counter() - t0
 
 
 def _one_line(err: BaseException) -> str:

@@ -92,13 +92,17 @@ class BuiltModel:
 
 
 def build_model(name: str, num_labels: int, device: str, precision: str, seed: int,
-                gpu_index: int = 0) -> BuiltModel:
-    """The model on its device in its precision (weights cast), ready for inference."""
+                gpu_index: int = 0, backend: str = "eager", attention: str = "sdpa") -> BuiltModel:
+    """The model on its device in its precision (weights cast), ready for inference.
+
+    `compile` wraps it in torch.compile, which compiles lazily at the first call of each input shape.
+    """
     dev = resolve_device(device, gpu_index)
     dtype = DTYPES[precision]
     if dev.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise Unavailable(f"bf16 is not supported on {torch.cuda.get_device_name(dev)}")
     model, weights = _load(name, num_labels, seed)
+    model.set_attn_implementation(attention)
     model = model.to(device=dev, dtype=dtype).eval()
     c = model.config
     arch = dict(n_layers=c.n_layers, dim=c.dim, hidden_dim=c.hidden_dim, n_heads=c.n_heads)
@@ -107,6 +111,8 @@ def build_model(name: str, num_labels: int, device: str, precision: str, seed: i
             model(input_ids=torch.ones(1, 4, dtype=torch.long, device=dev))
     except (RuntimeError, NotImplementedError) as err:
         raise Unavailable(f"{precision} inference is not supported on {dev}: {err}") from err
+    if backend == "compile":
+        model = torch.compile(model)
     return BuiltModel(model, dev, precision, weights, arch)
 
 
@@ -121,9 +127,10 @@ class InferenceWorkload:
         texts = generate_texts(batch_size * n_batches, seq_len, seed)
         self.batches = [texts[k * batch_size:(k + 1) * batch_size] for k in range(n_batches)]
         self.pin = built.device.type == "cuda"
+        self.k = batch_size  # the server scenario runs smaller batches when fewer requests wait
 
     def preprocess(self, i: int):
-        enc = self.tok(self.batches[i % len(self.batches)], padding="max_length", truncation=True,
+        enc = self.tok(self.batches[i % len(self.batches)][:self.k], padding="max_length", truncation=True,
                        max_length=self.seq_len, return_tensors="pt")
         x = (enc["input_ids"], enc["attention_mask"])
         return tuple(t.pin_memory() for t in x) if self.pin else x

@@ -56,7 +56,8 @@ class Runner:
         self.meter = meter
         self.should_stop = should_stop
 
-    def _iteration(self, w: Workload, i: int) -> list[int]:
+    def iteration(self, w: Workload, i: int) -> list[int]:
+        """One iteration, timed phase by phase (ns)."""
         t = self.timer
         t.start()
         x = w.preprocess(i)
@@ -73,11 +74,11 @@ class Runner:
         """Cold call, warm-up, then measure; `before_measure` runs in between (scaling aligns
         the ranks' windows there)."""
         m = self.m
-        cold_ns = sum(self._iteration(w, 0))
+        cold_ns = sum(self.iteration(w, 0))
         i, t0 = 1, self.clock()
         while i <= m.warmup_iters or (self.clock() - t0) < m.warmup_s * 1e9:
             self._check_stop()
-            self._iteration(w, i)
+            self.iteration(w, i)
             i += 1
         warmup_iters = i - 1
         if before_measure is not None:
@@ -91,7 +92,7 @@ class Runner:
             next_check = m.min_iters
             while True:
                 self._check_stop()
-                samples.append(self._iteration(w, i))
+                samples.append(self.iteration(w, i))
                 i += 1
                 elapsed_s = (self.clock() - start) / 1e9
                 n = len(samples)

@@ -1,0 +1,182 @@
+"""Scenarios after MLPerf LoadGen beyond `offline`: latency percentiles and the Poisson server.
+
+- single-stream: one sample at a time; percentiles only with enough samples to state them
+  (MLPerf: >= 64 for a p90, >= 662 for a p99 at 99 % confidence), else NaN and a note.
+- server: requests arrive as a Poisson process at a target rate (seeded, reproducible); whenever the
+  model is free it takes every request that has arrived, up to the batch size, as one batch. A
+  request's latency runs from its arrival to the end of its batch (queueing included).
+  `search_rate` finds the highest rate whose p99 stays under a bound.
+
+The clock and the wait are parameters, so tests drive a server with a known service time on a
+virtual clock and compare it with queueing theory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+MIN_SAMPLES = {50: 1, 90: 64, 99: 662}
+
+
+def latency_percentiles(lat_ms: np.ndarray) -> tuple[dict[int, float], str]:
+    """p50/p90/p99 where the sample count allows stating them; the note says what was withheld."""
+    n = len(lat_ms)
+    out, withheld = {}, []
+    for p, need in MIN_SAMPLES.items():
+        if n >= need:
+            out[p] = float(np.percentile(lat_ms, p))
+        else:
+            out[p] = math.nan
+            withheld.append(f"p{p} needs >= {need} samples")
+    note = f"too few samples ({n}): " + ", ".join(withheld) if withheld else ""
+    return out, note
+
+
+def sleep_until(clock: Callable[[], int]) -> Callable[[int], None]:
+    def wait(t_ns: int) -> None:
+        delay = (t_ns - clock()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+    return wait
+
+
+@dataclass
+class ServerRun:
+    rate_sps: float
+    latency_ms: np.ndarray  # per request, arrival to completion
+    batch_sizes: list[int]
+    phases_ns: list[list[int]] = field(default_factory=list)  # per batch, as the Runner times them
+    duration_s: float = 0.0
+
+    @property
+    def achieved_rate_sps(self) -> float:
+        return len(self.latency_ms) / self.duration_s if self.duration_s > 0 else math.nan
+
+    @property
+    def p99_ms(self) -> float:
+        return latency_percentiles(self.latency_ms)[0][99]
+
+
+def serve(run_batch: Callable[[int, int], list[int]], rate_sps: float, batch_size: int, n_requests: int,
+          seed: int, clock: Callable[[], int] = time.perf_counter_ns,
+          wait: Callable[[int], None] | None = None) -> ServerRun:
+    """Feed `n_requests` Poisson arrivals to `run_batch(i, k)` (batch number, size -> phase ns)."""
+    wait = wait or sleep_until(clock)
+    rng = np.random.default_rng(seed)
+    t0 = clock()
+    arrivals = t0 + np.cumsum(rng.exponential(1e9 / rate_sps, n_requests)).astype(np.int64)
+    latency = np.empty(n_requests, dtype=np.float64)
+    sizes, phases, done, i = [], [], 0, 0
+    while done < n_requests:
+        if arrivals[done] > clock():
+            wait(int(arrivals[done]))  # idle until the next request arrives
+        arrived = int(np.searchsorted(arrivals, clock(), side="right"))
+        k = max(1, min(batch_size, arrived - done))
+        phases.append(run_batch(i, k))
+        end = clock()
+        latency[done:done + k] = (end - arrivals[done:done + k]) / 1e6
+        sizes.append(k)
+        done, i = done + k, i + 1
+    return ServerRun(rate_sps, latency, sizes, phases, (clock() - t0) / 1e9)
+
+
+def search_rate(measure: Callable[[float], ServerRun], slo_ms: float, start_sps: float,
+                steps: int) -> tuple[ServerRun | None, list[ServerRun]]:
+    """The highest rate whose p99 <= slo_ms: double (or halve) from `start_sps` until the bound is
+    bracketed, then bisect geometrically. Returns the best passing run (None if none) and all runs."""
+    runs: list[ServerRun] = []
+
+    def ok(run: ServerRun) -> bool:
+        return run.p99_ms <= slo_ms
+
+    lo = hi = None
+    rate = start_sps
+    for _ in range(steps):
+        run = measure(rate)
+        runs.append(run)
+        if ok(run):
+            lo = run if lo is None or run.rate_sps > lo.rate_sps else lo
+        else:
+            hi = run if hi is None or run.rate_sps < hi.rate_sps else hi
+        if lo is None:
+            rate = hi.rate_sps / 2
+        elif hi is None:
+            rate = lo.rate_sps * 2
+        else:
+            rate = math.sqrt(lo.rate_sps * hi.rate_sps)
+    return lo, runs
+
+
+def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, before_measure=None):
+    """Measure `workload` as `task.scenario` says. Returns (Measurement, extra row columns).
+
+    `make_runner(measure_config)` gives a Runner (with its timer, meter and stop check).
+    """
+    if task.scenario == "single-stream":  # ask for enough samples to state a p99
+        runner = make_runner(measure.model_copy(update={"min_iters": max(measure.min_iters, MIN_SAMPLES[99])}))
+        m = runner.run(workload, before_measure)
+        e2e_ms = sum(m.raw_ns.values()) / 1e6
+        pct, note = latency_percentiles(e2e_ms)
+        return m, {"e2e_p90_ms": pct[90], "e2e_p99_ms": pct[99], "percentile_note": note}
+    if task.scenario != "server":
+        return make_runner(measure).run(workload, before_measure), {}
+
+    # server: warm up and learn the batch service time, then offer Poisson load
+    runner = make_runner(measure.model_copy(update={"min_time_s": 0.0, "min_iters": 5,
+                                                   "max_time_s": max(1.0, measure.min_time_s / 4)}))
+    meter, runner.meter = runner.meter, None  # the energy window is the served load, not the warm-up
+    warm = runner.run(workload, before_measure)
+    service_s = float(np.median(sum(warm.raw_ns.values()))) / 1e9
+    capacity_sps = task.batch_size / service_s
+
+    def run_batch(i: int, k: int) -> list[int]:
+        if runner.should_stop():
+            from mpibench.inference.runner import Interrupted
+
+            raise Interrupted("stopped by signal")
+        workload.k = k
+        return runner.iteration(workload, i)
+
+    def at(rate: float) -> ServerRun:
+        n = int(min(server_cfg.min_requests, max(MIN_SAMPLES[90], rate * measure.max_time_s)))
+        return serve(run_batch, rate, task.batch_size, n, seed, clock=runner.clock)
+
+    if meter is not None:
+        meter.start()
+    try:
+        if task.rate_sps:
+            best = shown = at(task.rate_sps)
+            runs = [best]
+        else:
+            best, runs = search_rate(at, server_cfg.latency_slo_ms, 0.5 * capacity_sps,
+                                     server_cfg.search_steps)
+            shown = best or min(runs, key=lambda r: r.rate_sps)
+    finally:
+        energy = meter.stop() if meter is not None else None
+    workload.k = task.batch_size
+    pct, note = latency_percentiles(shown.latency_ms)
+    arr = np.asarray(shown.phases_ns, dtype=np.int64).reshape(-1, 4)
+    from mpibench.stats import PHASES
+
+    raw = {p: arr[:, j].copy() for j, p in enumerate(PHASES)}
+    m = type(warm)(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy)
+    extra = {
+        "server_rate_sps": shown.rate_sps, "server_achieved_sps": shown.achieved_rate_sps,
+        "server_requests": len(shown.latency_ms), "server_mean_ms": float(shown.latency_ms.mean()),
+        "server_p50_ms": pct[50], "server_p90_ms": pct[90], "server_p99_ms": pct[99],
+        "server_slo_ms": server_cfg.latency_slo_ms if not task.rate_sps else math.nan,
+        "server_search": json.dumps([[round(r.rate_sps, 3), round(r.p99_ms, 3)] for r in runs]),
+        "server_mean_batch": float(np.mean(shown.batch_sizes)), "percentile_note": note,
+        "throughput_sps": shown.achieved_rate_sps,  # what the server delivered, not its batch rate
+        "energy_samples": sum(len(r.latency_ms) for r in runs),  # the meter saw every rate tried
+    }
+    if not task.rate_sps and best is None:
+        extra["percentile_note"] = (f"no rate met p99 <= {server_cfg.latency_slo_ms:g} ms; showing the "
+                                    f"lowest rate tried. {note}").strip()
+    return m, extra

@@ -1,0 +1,128 @@
+"""Peak FLOP/s of the device a task ran on, and the fraction of it the model reached (MFU).
+
+Plain data and functions, no torch: GPUs from a table of datasheet figures, CPUs estimated from
+cores x clock x FLOPs per cycle of the widest instruction set the flags show. Unknown hardware gives
+NaN with the reason, never a guess.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from pathlib import Path
+
+from mpibench.hostinfo import cpu_model
+
+NAN = math.nan
+
+# Vendor datasheet peaks in TFLOP/s, dense (the "with sparsity" figures halved). fp32 is the plain
+# (non-tensor) FP32 figure; tf32, bf16 and fp16 are tensor-core figures with FP32 accumulate.
+# A precision a GPU lacks is absent. First match wins, so more specific names come first.
+GPU_PEAKS: list[tuple[str, str, dict[str, float]]] = [
+    (r"V100S", "Tesla V100S PCIe", {"fp32": 16.4, "fp16": 130.0}),
+    (r"V100.*PCIE", "Tesla V100 PCIe", {"fp32": 14.0, "fp16": 112.0}),
+    (r"V100", "Tesla V100 SXM2", {"fp32": 15.7, "fp16": 125.0}),
+    (r"A100", "A100 (SXM or PCIe, 40/80 GB)",
+     {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
+    (r"H100.*NVL", "H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
+    (r"H100.*PCIe", "H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
+    (r"H100", "H100 SXM", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}),
+    (r"H200.*NVL", "H200 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
+    (r"H200", "H200 SXM", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}),
+    (r"\bL4\b", "L4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
+    (r"L40S", "L40S", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.05, "fp16": 362.05}),
+    (r"\bL40\b", "L40", {"fp32": 90.5, "tf32": 90.5, "bf16": 181.05, "fp16": 181.05}),
+    (r"\bT4\b", "Tesla T4", {"fp32": 8.1, "fp16": 65.0}),
+    (r"\bA10\b", "A10", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0}),
+    (r"RTX 4090", "GeForce RTX 4090", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2, "fp16": 165.2}),
+]
+_GPU_WORDS = re.compile(r"NVIDIA|Tesla|GeForce|Quadro|Instinct|Radeon|\bGPU\b", re.IGNORECASE)
+
+# FLOPs per cycle per core, widest first: (flags that must all be present, FLOP/cycle, label).
+# AVX-512 assumes two FMA units (one-unit parts reach half); fp32 counts an FMA as 2 FLOPs.
+_FP32 = [({"avx512f"}, 64, "avx512f, 2 FMA units"), ({"avx2", "fma"}, 32, "avx2+fma"),
+         ({"avx"}, 16, "avx"), ({"sse2"}, 8, "sse2")]
+_NATIVE = {
+    "bf16": [({"amx_bf16", "amx_tile"}, 1024, "amx_bf16"), ({"avx512_bf16"}, 128, "avx512_bf16")],
+    "fp16": [({"amx_fp16", "amx_tile"}, 1024, "amx_fp16"), ({"avx512_fp16"}, 128, "avx512_fp16")],
+}
+
+
+def peak_tflops(device_name: str, precision: str, *, cpu_cores: int | None = None,
+                cpu_flags: set[str] | None = None, cpu_ghz: float | None = None) -> tuple[float, str]:
+    """(peak TFLOP/s or NaN, where it comes from or why it is unknown) for a device and precision.
+
+    A GPU is looked up by its name; anything else is taken as a CPU and estimated from the cores the
+    task ran on (default: this process's affinity), the clock and the flags (default: this host's).
+    """
+    for pattern, label, peaks in GPU_PEAKS:
+        if re.search(pattern, device_name, re.IGNORECASE):
+            if precision not in peaks:
+                return NAN, f"no {precision} peak for {label} (datasheet has none)"
+            kind = "non-tensor" if precision == "fp32" else "dense tensor-core"
+            return peaks[precision], f"datasheet: {label} {precision} {kind}"
+    if _GPU_WORDS.search(device_name):
+        return NAN, f"unknown GPU {device_name!r}: no datasheet peak in mpibench.peak"
+    return _cpu_peak(precision, cpu_cores, cpu_flags, cpu_ghz)
+
+
+def _cpu_peak(precision: str, cores: int | None, flags: set[str] | None,
+              ghz: float | None) -> tuple[float, str]:
+    info = cpu_info() if flags is None or ghz is None else {}
+    flags = info["flags"] if flags is None else flags
+    ghz = info["ghz"] if ghz is None else ghz
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    per_cycle = flops_per_cycle(precision, flags)
+    if per_cycle is None:
+        return NAN, f"no known {precision} FLOP/cycle for this CPU's instruction set"
+    if not ghz or not math.isfinite(ghz):
+        return NAN, "no CPU clock: /proc/cpuinfo has no 'cpu MHz' and cpufreq/cpuinfo_max_freq is missing"
+    k, isa = per_cycle
+    return (cores * ghz * 1e9 * k / 1e12,
+            f"estimate: {cores} cores x {ghz:.2f} GHz x {k} FLOP/cycle ({isa})")
+
+
+def flops_per_cycle(precision: str, flags: set[str]) -> tuple[int, str] | None:
+    """Per-core FLOPs per cycle for a precision; bf16/fp16 without native units run at the fp32 rate."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        return None
+    for need, k, isa in _NATIVE.get(precision, []):
+        if need <= flags:
+            return k, isa
+    for need, k, isa in _FP32:
+        if need <= flags:
+            return k, isa if precision == "fp32" else f"{isa}, {precision} at the fp32 rate"
+    return None
+
+
+def mfu(achieved_tflops: float, peak: float) -> float:
+    """Model FLOPs utilisation: achieved over peak, NaN when the peak is unknown."""
+    if not peak or not math.isfinite(peak) or not math.isfinite(achieved_tflops):
+        return NAN
+    return achieved_tflops / peak
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """Model name, flags and clock of this host's CPUs (the clock: cpufreq max, else 'cpu MHz')."""
+    flags: frozenset[str] = frozenset()
+    mhz = NAN
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("flags", "Features") and not flags:
+                flags = frozenset(value.split())
+            elif key == "cpu MHz" and math.isnan(mhz):
+                mhz = float(value)
+    except (OSError, ValueError):
+        pass
+    try:  # kHz; the nominal "cpu MHz" may be a throttled snapshot on bare metal
+        max_mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e3
+    except (OSError, ValueError):
+        max_mhz = NAN
+    best = max_mhz if math.isfinite(max_mhz) else mhz
+    return {"model_name": cpu_model(), "flags": flags, "mhz": mhz, "max_mhz": max_mhz,
+            "ghz": best / 1e3}

@@ -1,0 +1,115 @@
+"""Scenarios: the Poisson server against queueing theory on a virtual clock, percentile rules,
+precisions and backends on the tiny model."""
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY, run_cli
+from mpibench.inference.scenarios import MIN_SAMPLES, latency_percentiles, search_rate, serve
+from mpibench.store import read_tasks
+
+
+class VirtualClock:
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def wait(self, t_ns: int) -> None:
+        self.now = max(self.now, t_ns)
+
+
+def md1(rate_sps: float, service_s: float, n: int = 60_000, batch_size: int = 1, seed: int = 3):
+    clock = VirtualClock()
+
+    def run_batch(i, k):  # a deterministic server: every batch takes service_s
+        clock.now += int(service_s * 1e9)
+        return [0, 0, int(service_s * 1e9), 0]
+
+    return serve(run_batch, rate_sps, batch_size, n, seed, clock=clock, wait=clock.wait)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.85])
+def test_server_matches_md1_mean_latency(rho):
+    d = 0.010
+    run = md1(rate_sps=rho / d, service_s=d)
+    expected_ms = (d + rho * d / (2 * (1 - rho))) * 1e3  # M/D/1: service + Pollaczek-Khinchine wait
+    assert run.latency_ms.mean() == pytest.approx(expected_ms, rel=0.06)
+    assert set(run.batch_sizes) == {1}
+    assert run.achieved_rate_sps == pytest.approx(rho / d, rel=0.03)
+
+
+def test_batching_forms_batches_under_load():
+    run = md1(rate_sps=400, service_s=0.010, n=5000, batch_size=8)  # 4x the one-at-a-time capacity
+    assert 3 < np.mean(run.batch_sizes) <= 8
+    assert np.isfinite(run.p99_ms)
+
+
+def test_arrivals_are_seeded():
+    a, b = md1(50, 0.01, n=2000, seed=9), md1(50, 0.01, n=2000, seed=9)
+    np.testing.assert_array_equal(a.latency_ms, b.latency_ms)
+
+
+def test_rate_search_brackets_the_slo_rate():
+    slo_ms, d = 60.0, 0.010
+    best, runs = search_rate(lambda r: md1(r, d, n=20_000), slo_ms, start_sps=10.0, steps=10)
+    assert best is not None and best.p99_ms <= slo_ms
+    above = [r for r in runs if r.rate_sps > best.rate_sps]
+    assert above and all(r.p99_ms > slo_ms for r in above)
+    nearest = min(r.rate_sps for r in above)
+    assert nearest / best.rate_sps < 1.1  # bracketed tightly
+    assert 0.5 / d < best.rate_sps < 1 / d  # between half load and saturation
+
+
+def test_percentiles_need_enough_samples():
+    pct, note = latency_percentiles(np.arange(661.0))
+    assert math.isnan(pct[99]) and np.isfinite(pct[90]) and "p99 needs >= 662" in note
+    pct, note = latency_percentiles(np.arange(63.0))
+    assert math.isnan(pct[90]) and math.isnan(pct[99]) and "p90 needs >= 64" in note
+    pct, note = latency_percentiles(np.arange(float(MIN_SAMPLES[99])))
+    assert np.isfinite(pct[99]) and note == ""
+
+
+def test_scenarios_end_to_end_on_the_synthetic_model(tmp_path):
+    out = tmp_path / "scen.h5"
+    proc = run_cli(["--model", "synthetic", "--batch-sizes", "4", "--seq-lens", "200", "--warmup-s", "0",
+                    "--min-time", "0.3", "--scenarios", "offline,single-stream,server", "--latency-slo-ms", "15",
+                    "--min-requests", "700", "--output", out])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    row = {s: i for i, s in enumerate(t["scenario"])}
+    ss = row["single-stream"]
+    assert t["batch_size"][ss] == 1 and t["n_iters"][ss] >= 662 and np.isfinite(t["e2e_p99_ms"][ss])
+    sv = row["server"]
+    assert t["server_p99_ms"][sv] <= 15 and t["server_requests"][sv] >= 662
+    assert len(eval(t["server_search"][sv])) >= 2  # noqa: S307 - our own JSON list
+
+
+def test_precisions_on_cpu(tmp_path):
+    out = tmp_path / "prec.h5"
+    proc = run_cli(["--config", TINY, "--batch-sizes", "2", "--precisions", "fp32,bf16,fp16", "--output", out])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    status = dict(zip(t["precision"], t["status"]))
+    assert status["fp32"] == "ok" and status["bf16"] == "ok"
+    assert status["fp16"] in ("ok", "unavailable")
+    assert set(t["precision_mode"][t["status"] == "ok"]) == {"cast"}
+
+
+def test_eager_attention_and_compile_backend(tmp_path):
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile needs a C compiler (cc/gcc) for its CPU kernels")
+    out = tmp_path / "compile.h5"
+    proc = run_cli(["--config", TINY, "--batch-sizes", "2", "--precisions", "fp32", "--backends", "eager,compile",
+                    "--attention", "sdpa,eager", "--output", out], timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    assert set(t["status"]) == {"ok"}, t["message"]
+    assert sorted(zip(t["backend"], t["attention"])) == [("compile", "eager"), ("compile", "sdpa"),
+                                                         ("eager", "eager"), ("eager", "sdpa")]
+    compiled = t["backend"] == "compile"
+    assert (t["compile_s"][compiled] > 0).all() and np.isnan(t["compile_s"][~compiled]).all()
