@@ -70,7 +70,7 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
     status_count: dict[str, int] = defaultdict(int)
     for r in rows:
         status_count[r["status"]] += 1
-        if r["status"] == "ok":
+        if r["status"] == "ok" and r.get("stage", "") in ("", "final"):  # not --optimal's search rows
             by[(r["device"], r["precision"], r["seq_len"], r["threads"],
                 _variant(r))].append(r)
     table = Table(title="Best batch size by throughput (end to end)")

@@ -31,12 +31,14 @@ class Coordinator:
         self.comm, self.on_result, self.stop, self.grace_s = comm, on_result, stop, grace_s
         self.can_start = can_start  # isolation policy: may `rank` start a task while `busy` run?
         self.busy: dict[int, Task] = {}
+        self.idle: list[int] = []  # workers waiting for an answer
+        self.released: set[int] = set()  # workers told there is no more work
         self.hosts: dict[int, str] = {}
 
-    def run(self, tasks: list[Task]) -> list[Task]:
+    def run(self, tasks: list[Task], release: bool = True) -> list[Task]:
+        """Measure `tasks`; with release=False the workers are kept for another call (rounds)."""
         queue = deque(dispatch_order(tasks))
-        active = set(range(1, self.comm.size))
-        idle: list[int] = []  # workers waiting for an answer
+        workers = set(range(1, self.comm.size))
         backoff = Backoff()
         stopping_at: float | None = None
 
@@ -44,24 +46,26 @@ class Coordinator:
             return stopping_at is not None and (
                 self.stop.urgent or time.monotonic() - stopping_at > self.grace_s)
 
-        while active:
+        while True:
             if self.stop() and stopping_at is None:
                 stopping_at = time.monotonic()
                 for rank in self.busy:
                     self.comm.send(None, dest=rank, tag=TAG_STOP)
             if self.busy and deadline_passed():
                 break
-            for rank in list(idle):
+            letting_go = release or stopping_at is not None
+            for rank in list(self.idle):
                 if queue and stopping_at is None:
                     if self.can_start(rank, self.busy):
-                        idle.remove(rank)
+                        self.idle.remove(rank)
                         self.busy[rank] = queue.popleft()
                         self.comm.send(self.busy[rank], dest=rank, tag=TAG_TASK)
-                else:  # nothing more for this worker
-                    idle.remove(rank)
-                    active.discard(rank)
+                elif letting_go:  # nothing more for this worker
+                    self.idle.remove(rank)
+                    self.released.add(rank)
                     self.comm.send(None, dest=rank, tag=TAG_TASK)
-            if not active:
+            if not self.busy and (not queue or stopping_at is not None) and (
+                    not letting_go or self.released == workers):
                 break
             got = poll_any(self.comm, TAG_RESULT, backoff,
                            until=lambda: (self.stop() and stopping_at is None) or deadline_passed())
@@ -70,7 +74,7 @@ class Coordinator:
                 self.busy.pop(source, None)
                 if result is not None:
                     self.on_result(result)
-                idle.append(source)
+                self.idle.append(source)
         for rank, task in self.busy.items():  # still running when the grace period ran out
             self.on_result(Result.failure(task, "interrupted", rank, self.hosts.get(rank, "?"),
                                           f"stopped by {self.stop.signal} before the task finished"))

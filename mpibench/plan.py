@@ -29,6 +29,8 @@ class Task:
     backend: str = "eager"  # eager or compile (torch.compile)
     attention: str = "sdpa"  # the attention implementation: sdpa or eager
     rate_sps: float = 0.0  # server: the arrival rate; 0 = search the highest rate under the SLO
+    stage: str = ""  # --optimal: search-N (short measurements) or final
+    time_scale: float = 1.0  # --optimal: measure this many times longer (or shorter) than configured
 
     @property
     def key(self) -> tuple:
@@ -41,8 +43,9 @@ class Task:
         extra = "".join(f" {x}" for x, default in ((self.scenario, "offline"), (self.backend, "eager"),
                                                    (f"attn={self.attention}", "attn=sdpa")) if x != default)
         rate = f" rate={self.rate_sps:g}/s" if self.scenario == "server" and self.rate_sps else ""
+        stage = f" [{self.stage}]" if self.stage else ""
         return (f"{self.device} {self.precision} bs={self.batch_size} seq={self.seq_len} "
-                f"threads={thr}{extra}{rate}")
+                f"threads={thr}{extra}{rate}{stage}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -32,6 +32,7 @@ class Result:
             "task_id": t.task_id, "model": t.model, "device": t.device, "precision": t.precision,
             "batch_size": t.batch_size, "seq_len": t.seq_len, "threads": t.threads,
             "scenario": t.scenario, "backend": t.backend, "attention": t.attention, "rate_sps": t.rate_sps,
+            "stage": t.stage,
             "rank": self.rank, "host": self.host, "status": self.status, "message": self.message,
             "start_time": self.start_time, "end_time": self.end_time,
             **self.metrics,

@@ -23,7 +23,7 @@ from mpibench.cli import (Parser, add_config_flags, check_output, launcher_rank,
                           load_config)
 from mpibench.config import Config
 from mpibench.errors import UsageError
-from mpibench.plan import estimate_total, expand, pending
+from mpibench.plan import Task, estimate_total, expand, pending
 from mpibench.stopping import StopFlag
 
 EPILOG = """examples:
@@ -48,6 +48,12 @@ def build_parser() -> Parser:
     p.add_argument("--resume", metavar="RUN.h5", type=Path,
                    help="finish an interrupted run: measure only the tasks without a final row, with the "
                         "config stored in the file, appending to it")
+    p.add_argument("--optimal", nargs="?", const="", metavar="RUN.h5",
+                   help="measure only the best configuration, longer: the one chosen from RUN.h5, or "
+                        "(without a file) found by a quick search of the sweep (successive halving)")
+    p.add_argument("--objective", choices=("throughput", "latency", "energy"), default="throughput",
+                   help="what --optimal optimises (latency: p99 under --latency-slo-ms, then "
+                        "throughput; energy: J/sample) (default: throughput)")
     p.add_argument("--version", action="version", version=f"mpibench {__version__}")
     add_config_flags(p)
     return p
@@ -94,6 +100,17 @@ def _dry_run(cfg: Config) -> int:
 
 def _resolve(ns) -> Config:
     """The config of this run: from files and flags, or (with --resume) the one stored in the file."""
+    if ns.optimal:  # the file's own sweep, with flags on top; a new output file
+        from mpibench.config import build, merge
+        from mpibench.cli import overrides
+        from mpibench.store import read_attrs
+
+        stored = yaml.safe_load(read_attrs(ns.optimal)["config_yaml"])
+        stored["output"] = {"path": str(Path(ns.optimal).with_name(Path(ns.optimal).stem + "-optimal.h5")),
+                            "overwrite": False, "jsonl": None}
+        cfg = build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
+        check_output(cfg.output.path, overwrite=cfg.output.overwrite)
+        return cfg
     if ns.resume is None:
         cfg = load_config(ns.config, ns)
         if cfg.cluster.mode == "scaling" and cfg.output.jsonl is not None:
@@ -108,7 +125,10 @@ def _resolve(ns) -> Config:
     from mpibench.store import read_attrs
 
     check_output(ns.resume, overwrite=False, resume=True)
-    stored = yaml.safe_load(read_attrs(ns.resume)["config_yaml"])
+    attrs = read_attrs(ns.resume)
+    stored = yaml.safe_load(attrs["config_yaml"])
+    if "optimal_objective" in attrs:
+        raise UsageError(f"--resume: {str(ns.resume)!r} is an --optimal run; run --optimal again")
     if stored.get("cluster", {}).get("mode") == "scaling":
         raise UsageError(f"--resume: {str(ns.resume)!r} is a scaling run; its windows must be "
                          "measured together, so start a new one")
@@ -167,12 +187,12 @@ def node_isolation(rank_nodes: list[int]):
 
 
 def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[tuple],
-                   stop: StopFlag, resume: bool, execute=None) -> int:
+                   stop: StopFlag, resume: bool, execute=None, optimal=None) -> int:
     """Rank 0: plan, open the file, hand out the work (or do it alone), summarise.
 
     Exit status 0 when every planned task has a final row, 3 when a stop request cut the run short.
     """
-    from mpibench.console import console, print_summary
+    from mpibench.console import Progress, console, print_summary
     from mpibench.coordinator import Coordinator, run_serial
     from mpibench.recorder import Recorder, open_for_resume
     from mpibench.store import Store
@@ -194,15 +214,22 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
                   f"writing {cfg.output.path}")
     recorder = Recorder(store, todo, cfg.output.jsonl)
     coordinator, left = None, list(todo)
+    if comm.size > 1:
+        can_start = node_isolation([n for n, _ in rank_info]) if cfg.cluster.isolation == "node" \
+            else (lambda rank, busy: True)
+        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start)
+        coordinator.hosts = {r: h for r, (_, h) in enumerate(rank_info)}
+
+    def run_tasks(tasks: list[Task], release: bool = True) -> list[Task]:
+        recorder.progress = Progress(tasks)
+        if coordinator is None:
+            return run_serial(tasks, execute, recorder, stop)
+        return coordinator.run(tasks, release=release)
+
     try:
-        if comm.size == 1:
-            left = run_serial(todo, execute, recorder, stop)
-        else:
-            can_start = node_isolation([n for n, _ in rank_info]) if cfg.cluster.isolation == "node" \
-                else (lambda rank, busy: True)
-            coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start)
-            coordinator.hosts = {r: h for r, (_, h) in enumerate(rank_info)}
-            left = coordinator.run(todo)
+        if optimal is not None:
+            todo = choose_for_optimal(optimal, todo, run_tasks, recorder, store)
+        left = run_tasks(todo)
     finally:
         cut_short = stop() or bool(left)
         recorder.close(complete=not cut_short, **({"stopped_by": stop.signal} if stop() else {}))
@@ -215,6 +242,28 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
         sys.stdout.flush()
         comm.Abort(3)  # workers still inside a task after the grace period: end the job
     return 3 if cut_short else 0
+
+
+def choose_for_optimal(optimal: dict, planned: list[Task], run_tasks, recorder, store) -> list[Task]:
+    """--optimal: the configurations worth the long final measurement, and how they were chosen."""
+    from mpibench.console import console
+    from mpibench.optimal import from_file, successive_halving
+
+    objective, slo = optimal["objective"], optimal["slo_ms"]
+    if optimal["file"]:
+        final, log = from_file(optimal["file"], planned, objective, slo)
+        log.insert(0, f"chosen from {optimal['file']} for objective {objective}")
+    else:
+        def run_round(tasks: list[Task]) -> list[dict]:
+            n0 = len(recorder.rows)
+            run_tasks(tasks, release=False)
+            return recorder.rows[n0:]
+
+        final, log = successive_halving(planned, run_round, objective, slo)
+    for line in log:
+        console.print(f"optimal: {line}")
+    store.set_attrs(optimal_objective=objective, optimal_log=json.dumps(log))
+    return final
 
 
 def scaling_run(cfg: Config, comm, hosts, rank_info: list[tuple], executor) -> int:
@@ -283,8 +332,11 @@ def _main(argv: list[str] | None = None) -> int:
             if cfg.cluster.mode == "scaling":
                 code = scaling_run(cfg, comm, hosts, rank_info, executor)
             else:
+                optimal = None if ns.optimal is None else {
+                    "file": ns.optimal or None, "objective": ns.objective,
+                    "slo_ms": cfg.server.latency_slo_ms if ns.objective == "latency" else None}
                 code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None,
-                                  executor.run if executor else None)
+                                      executor.run if executor else None, optimal)
         else:
             executor = make_executor(cfg, topo, binding, WorkerStop(comm, stop))
             _check_energy(comm, executor)

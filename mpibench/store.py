@@ -44,6 +44,7 @@ TASK_COLUMNS: list[tuple[str, Any, str]] = [
     ("backend", STR, "eager or compile (torch.compile)"),
     ("attention", STR, "attention implementation: sdpa or eager"),
     ("rate_sps", "f8", "server scenario: the planned arrival rate, samples/s (0: searched)"),
+    ("stage", STR, "--optimal: search-N (short measurements of the grid) or final; empty in a sweep"),
     ("rank", "i8", "MPI rank that measured the task"),
     ("host", STR, "hostname of that rank"),
     ("status", STR, "ok, failed, oom, unavailable or interrupted"),

@@ -11,7 +11,7 @@ import time
 from typing import Callable
 
 from mpibench.config import Config, MeasureConfig
-from mpibench.inference.runner import Interrupted, Runner
+from mpibench.inference.runner import Interrupted, Runner, scaled
 from mpibench.inference.scenarios import run_scenario
 from mpibench.plan import Task
 from mpibench.result import Result
@@ -63,7 +63,8 @@ class SyntheticExecutor:
             def make_runner(mc):
                 return Runner(mc, should_stop=self.should_stop)
 
-            m, extra = run_scenario(task, SyntheticWorkload(task), make_runner, measure or self.cfg.measure,
+            m, extra = run_scenario(task, SyntheticWorkload(task), make_runner,
+                                    measure or scaled(self.cfg.measure, task.time_scale),
                                     self.cfg.server, self.cfg.seed + task.task_id, before_measure)
             extra.pop("energy_samples", None)
             metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,

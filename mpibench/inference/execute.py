@@ -12,7 +12,7 @@ from mpibench.config import Config, MeasureConfig
 from mpibench.flops import distilbert_flops_per_sample
 from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name)
-from mpibench.inference.runner import Interrupted, Runner
+from mpibench.inference.runner import Interrupted, Runner, scaled
 from mpibench.inference.scenarios import run_scenario
 from mpibench.inference.timers import CudaTimer
 from mpibench.plan import Task
@@ -93,7 +93,7 @@ class Executor:
         """Measure a task by `measure` (default: the config's); failures come back as rows."""
         start = time.time()
         try:
-            result = self._measure(task, measure or self.cfg.measure, before_measure)
+            result = self._measure(task, measure or scaled(self.cfg.measure, task.time_scale), before_measure)
         except Interrupted as err:
             result = Result.failure(task, "interrupted", self.rank, self.host, str(err))
         except Unavailable as err:

@@ -41,6 +41,13 @@ class Measurement:
         return len(self.raw_ns[PHASES[0]])
 
 
+def scaled(m: MeasureConfig, factor: float) -> MeasureConfig:
+    """The same rules with `factor` times the measuring time (--optimal's short and long stages)."""
+    if factor == 1.0:
+        return m
+    return m.model_copy(update={"min_time_s": m.min_time_s * factor, "max_time_s": m.max_time_s * factor})
+
+
 class Runner:
     """Measures a Workload by the rules of a MeasureConfig.
 

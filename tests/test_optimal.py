@@ -1,0 +1,40 @@
+"""`--optimal`: from a results file, and by a quick successive-halving search."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from mpibench.analysis.optimum import choose_optimal
+from mpibench.store import read_attrs, read_tasks
+
+SYNTH = ["--model", "synthetic", "--seq-lens", "100", "--warmup-s", "0", "--min-time", "0.3"]
+
+
+@pytest.mark.mpi
+def test_search_then_final(tmp_path):
+    out = tmp_path / "search.h5"
+    proc = run_cli([*SYNTH, "--batch-sizes", "1,2,4,8,16", "--optimal", "--output", out], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    stages = list(t["stage"])
+    assert stages.count("search-1") == 5 and stages.count("final") == 1
+    assert stages.count("search-2") == 3  # the better half (rounded up) goes on
+    final = stages.index("final")
+    # the synthetic model's per-sample time falls with the batch size: the largest batch wins
+    assert t["batch_size"][final] == 16
+    log = json.loads(read_attrs(out)["optimal_log"])
+    assert log[0].startswith("search-1") and "kept 3 of 5" in log[0]
+
+
+@pytest.mark.mpi
+def test_from_a_file_runs_the_chosen_configuration(tiny_run_4, tmp_path):
+    out = tmp_path / "opt.h5"
+    proc = run_cli(["--optimal", tiny_run_4, "--output", out], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    chosen = choose_optimal(read_tasks(tiny_run_4), "throughput")[0]
+    t = read_tasks(out)
+    assert list(t["stage"]) == ["final"] and t["status"][0] == "ok"
+    assert (t["precision"][0], t["batch_size"][0]) == (chosen["precision"], chosen["batch_size"])
+    again = run_cli(["--resume", out])
+    assert again.returncode == 2 and "--optimal run" in again.stderr
