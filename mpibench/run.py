@@ -74,6 +74,9 @@ def run_attrs(cfg: Config, comm, n_workers: int) -> dict:
 
     slurm = {k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_JOB_PARTITION",
                                                "SLURM_JOB_NODELIST") if k in os.environ}
+    script = os.environ.get("MPIBENCH_JOBSCRIPT")  # set by jobscripts/*.sbatch
+    if script and os.path.isfile(script):
+        slurm["slurm_jobscript"] = Path(script).read_text(errors="replace")
     return {
         "config_yaml": cfg.to_yaml(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
