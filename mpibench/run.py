@@ -116,8 +116,6 @@ def _resolve(ns) -> Config:
         return cfg
     if ns.resume is None:
         cfg = load_config(ns.config, ns)
-        if cfg.cluster.mode == "scaling" and cfg.output.jsonl is not None:
-            raise UsageError("--jsonl is for sweeps; a scaling run writes its steps to /scaling")
         check_output(cfg.output.path, overwrite=cfg.output.overwrite)
         jsonl = cfg.output.jsonl
         if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import KEY, col, config_of, converged, label, latest_per_config, throughput_ci
+from mpibench.analysis.table import col, config_of, converged, key_columns, label, latest_per_config, throughput_ci
 
 FAILING = ("failed", "oom")
 
@@ -22,10 +22,11 @@ FAILING = ("failed", "oom")
 def compare_runs(base: dict[str, np.ndarray], new: dict[str, np.ndarray],
                  threshold_pct: float = 5.0) -> list[dict]:
     """One dict per configuration in either run: both values with CIs, change_pct, significant, verdict."""
-    b, n = _index(base), _index(new)
+    columns = tuple(k for k in key_columns(base) if k in key_columns(new))  # an older file has fewer
+    b, n = _index(base, columns), _index(new, columns)
     out = []
     for key in sorted(set(b) | set(n), key=lambda k: tuple(map(str, k))):
-        row = {**dict(zip(KEY, key)), "base": b.get(key), "new": n.get(key), "change_pct": math.nan,
+        row = {**dict(zip(columns, key)), "base": b.get(key), "new": n.get(key), "change_pct": math.nan,
                "p99_change_pct": math.nan, "significant": False}
         row["verdict"] = _verdict(row, threshold_pct)
         out.append(row)
@@ -36,13 +37,13 @@ def regressed(rows: list[dict]) -> bool:
     return any(r["verdict"] in ("regressed", "now failing") for r in rows)
 
 
-def _index(t: dict[str, np.ndarray]) -> dict[tuple, dict]:
+def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, dict]:
     thr, lo, hi = throughput_ci(t)
     ok = converged(t)
     out = {}
     for i in latest_per_config(t):
         cfg = config_of(t, int(i))
-        out[tuple(cfg[k] for k in KEY)] = {
+        out[tuple(cfg[k] for k in columns)] = {
             "status": str(col(t, "status", "ok")[i]), "converged": bool(ok[i]),
             "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
             "p99_ms": float(col(t, "e2e_p99_ms")[i])}

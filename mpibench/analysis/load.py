@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mpibench.analysis import rawstats
-from mpibench.analysis.table import KEY, n_rows
+from mpibench.analysis.table import EXTRA_DEFAULTS, config_of, key_columns, n_rows
 from mpibench.store import _read_group, open_run
 
 
@@ -43,13 +43,23 @@ def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
     with open_run(path) as f:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         hosts = _read_group(f["hosts"]) if "hosts" in f else {}
-        tasks = _read_group(f["tasks"])
+        tasks = _with_defaults(_read_group(f["tasks"]))
         if "raw" in f and n_rows(tasks) and "raw_offset" in tasks:
             tasks.update(rawstats.stream(f, tasks["raw_offset"], tasks["raw_count"], block_rows))
         scaling = _read_group(f["scaling"]) if "scaling" in f else None
     run = Run(Path(path), attrs, hosts, tasks, scaling if scaling and n_rows(scaling) else None)
     run.missing = missing_configs(attrs.get("config_yaml", ""), tasks)
     return run
+
+
+def _with_defaults(tasks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows written before a key column existed hold ""/NaN there; they had its default value."""
+    for name, default in EXTRA_DEFAULTS.items():
+        if name in tasks:
+            v = tasks[name]
+            empty = np.isnan(v.astype(float)) if isinstance(default, float) else (v == "")
+            tasks[name] = np.where(empty, default, v).astype(v.dtype)
+    return tasks
 
 
 def missing_configs(config_yaml: str, tasks: dict[str, np.ndarray]) -> list[dict]:
@@ -67,9 +77,11 @@ def missing_configs(config_yaml: str, tasks: dict[str, np.ndarray]) -> list[dict
         planned = expand(build(yaml.safe_load(config_yaml) or {}))
     except Exception:  # noqa: BLE001 - any failure means "cannot tell", never a failed analysis
         return []
-    width = len(KEY) - any(t.threads == 0 for t in planned)  # threads 0 ("auto") became a count
-    have = {k[:width] for k in zip(*(np.asarray(tasks[c]).tolist() for c in KEY))} if n_rows(tasks) else set()
-    return [t.to_dict() for t in planned if t.key[:width] not in have]
+    plans = [t.to_dict() for t in planned]
+    auto = any(p["threads"] == 0 for p in plans)  # threads 0 ("auto") became a count in each row
+    columns = [c for c in key_columns(tasks) if plans and c in plans[0] and not (c == "threads" and auto)]
+    have = {tuple(config_of(tasks, i)[c] for c in columns) for i in range(n_rows(tasks))}
+    return [p for p in plans if tuple(p[c] for c in columns) not in have]
 
 
 def _plain(v):

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpibench.analysis.table import (ENERGY_OK, KEY, PRECISION_RANK, WORKLOAD, col, config_of, fmt,
-                                     group_rows, label, latest_per_config, n_rows, throughput_ci,
+from mpibench.analysis.table import (ENERGY_OK, EXTRA_KEY, KEY, PRECISION_RANK, WORKLOAD, col, config_of, fmt,
+                                     group_rows, label, latest_per_config, n_rows, present, throughput_ci,
                                      why_ineligible)
 
 OBJECTIVES = ("throughput", "latency", "energy")
 UNITS = {"throughput": "samples/s", "latency": "ms", "energy": "J/sample"}
 #: Relative difference within which two energy readings count as equal (they carry no CI).
 ENERGY_TIE = 0.05
-_PER = {"device": ("device", *WORKLOAD), "overall": WORKLOAD}
+_PER = {"device": ("device", *WORKLOAD), "overall": WORKLOAD}  # of these, the columns a table has
 
 
 def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
@@ -52,8 +52,9 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
     if not n_rows(tasks):
         return []
     rows = latest_per_config(tasks)
-    return [_choose(tasks, idx, objective, latency_slo_ms, dict(zip(_PER[per], key)))
-            for key, idx in group_rows(tasks, _PER[per], rows).items()]
+    by = present(tasks, _PER[per])
+    return [_choose(tasks, idx, objective, latency_slo_ms, dict(zip(by, key)))
+            for key, idx in group_rows(tasks, by, rows).items()]
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _why_none(objective: str, excluded: list[dict], idx) -> str:
 
 
 def _nothing(scope: dict, objective: str, excluded: list[dict], reason: str) -> dict:
-    empty = {k: None for k in KEY}
+    empty = {k: None for k in KEY + EXTRA_KEY}
     return {**empty, **scope, "objective": objective, "value": math.nan, "unit": UNITS[objective],
             "ci_low": math.nan, "ci_high": math.nan, "tied_with": [], "excluded": excluded,
             "task_id": None, "throughput_sps": math.nan, "p99_ms": math.nan, "reason": reason}

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from mpibench.analysis.table import col, group_rows
+from mpibench.analysis.table import LABEL_PARTS, col, config_of, group_rows, label, present
 
 DPI = 150
 #: More panels than this in one figure become unreadable; the rest are in the report's tables.
@@ -28,8 +28,10 @@ PHASE_COLORS = {"preprocess": "#4c72b0", "h2d": "#dd8452", "forward": "#55a868",
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LINESTYLES = ("-", "--", "-.", ":")
 #: A panel shows one device and workload; lines inside it are precision (and threads) series.
-PANEL = ("device", "model", "seq_len")
-LINE = ("precision", "threads")
+PANEL = ("device", "model", "seq_len", "scenario", "rate_sps")
+LINE = ("precision", "threads", "backend", "attention")
+#: A line's label beyond precision and threads: only the backend and attention, where not the default.
+_VARIANT_OMIT = tuple(k for k in LABEL_PARTS if k not in ("backend", "attention"))
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def legend(fig: Figure, panels: list[tuple], **kw) -> None:
     if len(panels) == 1:
         panels[0][0].legend(handles=list(merged.values()), fontsize="small", **kw)
     else:
-        fig.legend(handles=list(merged.values()), loc="outside right upper", fontsize="small")
+        fig.legend(handles=list(merged.values()), loc="outside lower center", fontsize="small",
+                   ncols=min(len(merged), 3 * min(len(panels), 3)))
 
 
 def plain_log_ticks(ax, axis) -> None:
@@ -129,22 +132,26 @@ class Layout:
     note: str
     threads: list[int]
     colour_by_threads: bool
+    variants: list[str]  # backend / attention labels, "" for the defaults
 
     def lines(self, t: dict, idx: np.ndarray) -> list[np.ndarray]:
-        return list(group_rows(t, LINE, idx).values())
+        return list(group_rows(t, present(t, LINE), idx).values())
 
     def style(self, t: dict, s: np.ndarray) -> dict:
         """The same series looks the same in every figure."""
         prec = str(t["precision"][s[0]])
         thr = int(col(t, "threads", 0)[s[0]])
         k = self.threads.index(thr) if thr in self.threads else 0
+        variant = label(config_of(t, s[0]), _VARIANT_OMIT)
+        v = self.variants.index(variant) if variant in self.variants else 0
+        suffix = f", {variant}" if variant else ""
         if self.colour_by_threads:
             colour = matplotlib.colormaps["viridis"](k / max(1, len(self.threads) - 1) * 0.9)
-            return {"color": colour, "marker": MARKERS[k % len(MARKERS)], "linestyle": "-",
-                    "label": f"{thr} thread{'s' if thr != 1 else ''}"}
-        return {"color": PRECISION_COLORS.get(prec, "#555555"), "marker": MARKERS[k % len(MARKERS)],
-                "linestyle": LINESTYLES[k % len(LINESTYLES)],
-                "label": prec if len(self.threads) <= 1 else f"{prec}, {thr} threads"}
+            return {"color": colour, "marker": MARKERS[k % len(MARKERS)], "linestyle": LINESTYLES[v % 4],
+                    "label": f"{thr} thread{'s' if thr != 1 else ''}{suffix}"}
+        return {"color": PRECISION_COLORS.get(prec, "#555555"), "marker": MARKERS[(k + v) % len(MARKERS)],
+                "linestyle": LINESTYLES[(k + v) % len(LINESTYLES)],
+                "label": (prec if len(self.threads) <= 1 else f"{prec}, {thr} threads") + suffix}
 
     def title(self, t: dict, key: tuple, varying: tuple[str, ...] = ()) -> str:
         return textwrap.fill(panel_title(t, key, self.by, varying), 52, break_on_hyphens=False)
@@ -154,8 +161,10 @@ def layout(t: dict, rows, by=PANEL, limit: int = MAX_PANELS, prefer=()) -> Layou
     """Panels of at most MAX_LINES lines each, at most `limit` panels (those holding a row of `prefer`,
     the recommended configurations, first), with a note on what was left out."""
     threads = sorted(set(int(x) for x in col(t, "threads", 0).tolist()))
+    by = present(t, by)
     groups = group_rows(t, by, rows)
-    many = "precision" not in by and any(len(group_rows(t, LINE, idx)) > MAX_LINES for idx in groups.values())
+    many = "precision" not in by and any(len(group_rows(t, present(t, LINE), idx)) > MAX_LINES
+                                         for idx in groups.values())
     if many:
         by = by + ("precision",)
         groups = group_rows(t, by, rows)
@@ -164,7 +173,8 @@ def layout(t: dict, rows, by=PANEL, limit: int = MAX_PANELS, prefer=()) -> Layou
         note = f"showing {limit} of {len(groups)} panels; every configuration is in the report's tables"
         first = sorted(groups, key=lambda k: not np.isin(groups[k], list(prefer)).any())
         groups = {k: groups[k] for k in first[:limit]}
-    return Layout(by, groups, note, threads, many)
+    variants = sorted({label(config_of(t, i), _VARIANT_OMIT) for i in np.asarray(rows)})
+    return Layout(by, groups, note, threads, many, variants)
 
 
 def panel_title(t: dict, key: tuple, by=PANEL, varying: tuple[str, ...] = ()) -> str:
@@ -175,6 +185,8 @@ def panel_title(t: dict, key: tuple, by=PANEL, varying: tuple[str, ...] = ()) ->
             parts.append(f"{value} ({_short(names[0])})" if len(names) == 1 and names[0] else str(value))
         elif name == "precision":
             parts.append(str(value))
+        elif name in ("scenario", "rate_sps"):
+            parts.append(label({name: value}, tuple(k for k in LABEL_PARTS if k != name)))
         elif name in varying:
             parts.append({"seq_len": f"seq {value}", "threads": f"{value} threads"}.get(name, str(value)))
     return " · ".join(parts)

@@ -23,9 +23,10 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import col, config_of, group_rows, label, latest_per_config, n_rows
+from mpibench.analysis.table import col, config_of, group_rows, label, latest_per_config, n_rows, present
 
-SERIES = ("model", "device", "precision", "seq_len", "threads")
+#: A batch-size series: everything but the batch size (of the optional columns, those a table has).
+SERIES = ("model", "device", "precision", "seq_len", "threads", "scenario", "backend", "attention", "rate_sps")
 #: A departure smaller than this is not called an anomaly, however tight the CIs (see above).
 MIN_EFFECT_PCT = 10.0
 
@@ -50,7 +51,7 @@ def batch_profile(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list
     rows = latest_per_config(t)
     rows = rows[(col(t, "status", "ok")[rows] == "ok") & np.isfinite(out["per_sample_ms"][rows])]
     findings = []
-    for idx in group_rows(t, SERIES, rows).values():
+    for idx in group_rows(t, present(t, SERIES), rows).values():
         _compare_neighbours(out, idx)
         findings += [_finding(t, out, i) for i in _anomalies(out, bs, list(idx))]
     return out, findings

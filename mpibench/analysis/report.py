@@ -17,7 +17,7 @@ from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
 from mpibench.analysis.rawstats import DRIFT_MIN_PCT
 from mpibench.analysis.scaling import describe
 from mpibench.analysis.table import (ENERGY_OK, KEY, col, config_of, constant_columns, converged, fmt,
-                                     group_rows, label)
+                                     group_rows, label, present)
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 
@@ -161,18 +161,18 @@ def _results(a: Analysis) -> list:
     t = a.tasks
     has_energy = bool(np.any(np.isin(col(t, "energy_status", "").astype(str), ENERGY_OK)
                              & np.isfinite(col(t, "j_per_sample"))))
-    const = constant_columns(t, ("model", "seq_len", "threads"))
     blocks = [D.Heading("Results per device and precision"),
               D.Para("Throughput is samples/s from the median end-to-end latency, with its 95 % CI; p50/p99 are "
                      "per batch; phase shares are of the mean end-to-end time; \"vs previous\" compares the "
                      "per-sample latency with the next smaller batch size (* = 95 % CIs apart).")]
     header = ["batch", "throughput (samples/s) [95 % CI]", "p50 (ms)", "p99 (ms) [95 % CI]", "ms/sample",
               "vs previous", *(f"{p} %" for p in PHASES), *(["J/sample"] if has_energy else []), "notes"]
-    for key, idx in group_rows(t, ("device", "precision", "model", "seq_len", "threads"), a.rows).items():
-        dev, prec, model, seq, thr = key
-        extra = [s for s, c in ((f"seq {seq}", "seq_len"), (f"{thr} threads", "threads"), (str(model), "model"))
-                 if c not in const]
-        blocks.append(D.Heading(f"{dev} · {prec}" + (f" ({', '.join(extra)})" if extra else ""), 3))
+    by = present(t, ("device", "precision", *SERIES))
+    omit = ("device", "precision", "batch_size") + constant_columns(t)
+    for idx in group_rows(t, by, a.rows).values():
+        cfg = config_of(t, idx[0])
+        extra = label(cfg, omit)
+        blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
         blocks.append(D.Table(header, [_result_row(t, i, has_energy) for i in idx],
                               align="l" + "r" * (len(header) - 2) + "l"))
     return blocks
@@ -221,7 +221,7 @@ def _profile(a: Analysis) -> list:
     t = a.tasks
     blocks = [D.Heading("Batch profile")]
     items = []
-    for key, idx in group_rows(t, SERIES, a.rows[t["status"][a.rows] == "ok"]).items():
+    for idx in group_rows(t, present(t, SERIES), a.rows[t["status"][a.rows] == "ok"]).values():
         idx = idx[np.isfinite(t["per_sample_ms"][idx])]
         if len(idx) < 2:
             continue

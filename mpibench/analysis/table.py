@@ -12,10 +12,13 @@ from collections import defaultdict
 
 import numpy as np
 
-#: What identifies a configuration (the same as mpibench.plan.Task.key).
+#: What identifies a configuration (the first fields of mpibench.plan.Task.key).
 KEY = ("model", "device", "precision", "batch_size", "seq_len", "threads")
+#: The rest of Task.key, in files that have these columns, with the value a row had before the column existed.
+EXTRA_DEFAULTS = {"scenario": "offline", "backend": "eager", "attention": "sdpa", "rate_sps": 0.0}
+EXTRA_KEY = tuple(EXTRA_DEFAULTS)
 #: The workload: never traded for speed (a shorter sequence is always faster, and not the same job).
-WORKLOAD = ("model", "seq_len")
+WORKLOAD = ("model", "seq_len", "scenario", "rate_sps")
 #: Which precision to prefer when two tie: the one that changes the model's numbers least.
 PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 2}
 #: Energy readings that measured the task's own window (a `shared` one covers the node).
@@ -66,11 +69,22 @@ def throughput_ci(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.
     return value, low, high
 
 
+def present(t: dict, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `names`, the core key columns and whichever further ones the table has."""
+    return tuple(k for k in names if k in KEY or k in t)
+
+
+def key_columns(t: dict) -> tuple[str, ...]:
+    return present(t, KEY + EXTRA_KEY)
+
+
 def latest_per_config(t: dict[str, np.ndarray]) -> np.ndarray:
     """One row per configuration: its last eligible row, else its last row (a resumed run repeats)."""
     ok = why_ineligible(t) == ""
     best: dict[tuple, int] = {}
-    for i, key in enumerate(zip(*(col(t, k, "").tolist() for k in KEY))):
+    columns = [col(t, k, "") for k in key_columns(t)]
+    for i in range(n_rows(t)):
+        key = tuple(_plain(c[i]) for c in columns)
         j = best.get(key)
         if j is None or ok[i] or not ok[j]:
             best[key] = i
@@ -92,28 +106,43 @@ def group_rows(t: dict[str, np.ndarray], by: tuple[str, ...], rows=None) -> dict
 
 
 def _sort_key(key: tuple) -> tuple:
-    return tuple((PRECISION_RANK.get(v, 9), v) if isinstance(v, str) else (0, v) for v in key)
+    return tuple((-1, "") if v is None else (PRECISION_RANK.get(v, 9), v) if isinstance(v, str) else (0, v)
+                 for v in key)
 
 
 def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
+    """A plain Python value; NaN (a column an older row never filled) becomes None, which compares equal."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def config_of(t: dict[str, np.ndarray], i: int) -> dict:
     """The configuration of row i as plain Python values."""
-    return {k: _plain(col(t, k, "")[i]) for k in KEY}
+    return {k: _plain(col(t, k, "")[i]) for k in key_columns(t)}
+
+
+#: The parts of a configuration's label, in order (what `label`'s omit can leave out).
+LABEL_PARTS = ("device", "precision", "batch_size", "seq_len", "threads", "scenario", "backend", "attention",
+               "rate_sps", "model")
 
 
 def label(cfg: dict, omit: tuple[str, ...] = ()) -> str:
-    """`cpu fp32 bs=4 seq=128 threads=2`, leaving out what the context already says."""
+    """`cpu fp32 bs=4 seq=128 threads=2`, leaving out what the context already says (and defaults)."""
+    def unless_default(name: str, text: str) -> str:
+        return "" if cfg.get(name) in (None, "", EXTRA_DEFAULTS[name]) else text
+
     parts = {"device": str(cfg.get("device")), "precision": str(cfg.get("precision")),
              "batch_size": f"bs={cfg.get('batch_size')}", "seq_len": f"seq={cfg.get('seq_len')}",
-             "threads": f"threads={cfg.get('threads')}", "model": str(cfg.get("model"))}
-    return " ".join(parts[k] for k in ("device", "precision", "batch_size", "seq_len", "threads", "model")
-                    if k not in omit)
+             "threads": f"threads={cfg.get('threads')}",
+             "scenario": unless_default("scenario", str(cfg.get("scenario"))),
+             "backend": unless_default("backend", str(cfg.get("backend"))),
+             "attention": unless_default("attention", f"attn={cfg.get('attention')}"),
+             "rate_sps": f"rate={cfg['rate_sps']:g}/s" if (cfg.get("rate_sps") or 0) > 0 else "",
+             "model": str(cfg.get("model"))}
+    return " ".join(v for k, v in parts.items() if k not in omit and v)
 
 
-def constant_columns(t: dict[str, np.ndarray], names=KEY) -> tuple[str, ...]:
+def constant_columns(t: dict[str, np.ndarray], names=KEY + EXTRA_KEY) -> tuple[str, ...]:
     """The key columns that have one value in the whole table (so labels can leave them out)."""
     return tuple(k for k in names if k in t and len(set(np.asarray(t[k]).tolist())) <= 1)
 
