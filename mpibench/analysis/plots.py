@@ -189,7 +189,7 @@ def panel_title(t: dict, key: tuple, by=PANEL, varying: tuple[str, ...] = ()) ->
             parts.append(label({name: value}, tuple(k for k in LABEL_PARTS if k != name)))
         elif name in varying:
             parts.append({"seq_len": f"seq {value}", "threads": f"{value} threads"}.get(name, str(value)))
-    return " · ".join(parts)
+    return " · ".join(p for p in parts if p)
 
 
 def _short(name: str, n: int = 32) -> str:
