@@ -71,7 +71,8 @@ class SyntheticExecutor:
                        "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.cores,
                        "converged": m.converged, "cold_ms": m.cold_ns / 1e6,
                        "warmup_iters": m.warmup_iters, "measure_s": m.measure_s,
-                       "energy_status": "absent", "energy_method": "none"}
+                       "energy_status": "absent", "energy_method": "none",
+                       "peak_source": "synthetic model: no FLOPs"}
             result = Result(task, "ok", self.rank, self.host, metrics=metrics, raw_ns=m.raw_ns)
         except Interrupted as err:
             result = Result.failure(task, "interrupted", self.rank, self.host, str(err))

@@ -15,6 +15,7 @@ from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable
 from mpibench.inference.runner import Interrupted, Runner, scaled
 from mpibench.inference.scenarios import run_scenario
 from mpibench.inference.timers import CudaTimer
+from mpibench.peak import mfu, peak_tflops
 from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.stats import summarize
@@ -124,14 +125,18 @@ class Executor:
         stats = summarize(m.raw_ns, task.batch_size)
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
         n_samples = extra.pop("energy_samples", m.n_iters * task.batch_size)
+        achieved = flops * stats["forward_throughput_sps"] / 1e12
+        name = device_name(built.device)
+        peak, peak_source = peak_tflops(name, task.precision, cpu_cores=threads)
         metrics = {
             **stats, **extra,
-            "threads": threads, "weights": built.weights, "device_name": device_name(built.device),
+            "threads": threads, "weights": built.weights, "device_name": name,
             "bound_device": str(built.device), "cores": self.cores, "precision_mode": "cast",
             "compile_s": compile_s,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,
-            "achieved_tflops": flops * stats["forward_throughput_sps"] / 1e12,
+            "achieved_tflops": achieved, "peak_tflops": peak, "mfu": mfu(achieved, peak),
+            "peak_source": peak_source,
         }
         metrics.update(m.energy.columns(n_samples, cpu_exclusive=self.cpu_exclusive,
                                         gpu_exclusive=self.gpu_exclusive))
