@@ -12,7 +12,6 @@ import functools
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
