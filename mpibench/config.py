@@ -120,7 +120,10 @@ class MeasureConfig(_Section):
         3.0, ge=0, description="measure at least this many seconds per task",
         json_schema_extra={"flag": "--min-time"},
     )
-    min_iters: int = Field(10, ge=2, description="measure at least this many iterations")
+    min_iters: int = Field(
+        30, ge=2, description="measure at least this many iterations (with 10 the median's 95% CI "
+        "is just [min, max])",
+    )
     max_time_s: float = Field(
         30.0, gt=0, description="stop at this many seconds even if not converged",
         json_schema_extra={"flag": "--max-time"},

@@ -41,7 +41,8 @@ GPU_PEAKS: list[tuple[str, str, dict[str, float]]] = [
 _GPU_WORDS = re.compile(r"NVIDIA|Tesla|GeForce|Quadro|Instinct|Radeon|\bGPU\b", re.IGNORECASE)
 
 # FLOPs per cycle per core, widest first: (flags that must all be present, FLOP/cycle, label).
-# AVX-512 assumes two FMA units (one-unit parts reach half); fp32 counts an FMA as 2 FLOPs.
+# AVX-512 assumes two 512-bit FMA units: parts with one, and AMD Zen 4 (which splits 512-bit
+# operations in two), reach half. An FMA counts as 2 FLOPs.
 _FP32 = [({"avx512f"}, 64, "avx512f, 2 FMA units"), ({"avx2", "fma"}, 32, "avx2+fma"),
          ({"avx"}, 16, "avx"), ({"sse2"}, 8, "sse2")]
 _NATIVE = {
