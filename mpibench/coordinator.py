@@ -27,13 +27,14 @@ class Coordinator:
     """
 
     def __init__(self, comm: MPI.Comm, on_result: Callable[[Result], None], stop: StopFlag,
-                 grace_s: float = 30.0, can_start: Callable[[int, dict], bool] = lambda rank, busy: True):
+                 grace_s: float = 30.0, can_start: Callable[[int, dict], bool] = lambda rank, busy: True,
+                 hosts: dict[int, str] | None = None):
         self.comm, self.on_result, self.stop, self.grace_s = comm, on_result, stop, grace_s
         self.can_start = can_start  # isolation policy: may `rank` start a task while `busy` run?
         self.busy: dict[int, Task] = {}
         self.idle: list[int] = []  # workers waiting for an answer
         self.released: set[int] = set()  # workers told there is no more work
-        self.hosts: dict[int, str] = {}
+        self.hosts = hosts or {}  # rank -> host, for the rows of tasks it had to abandon
 
     def run(self, tasks: list[Task], release: bool = True) -> list[Task]:
         """Measure `tasks`; with release=False the workers are kept for another call (rounds)."""

@@ -87,8 +87,8 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
     if comm.size > 1:
         can_start = node_isolation([n for n, _ in rank_info]) if cfg.cluster.isolation == "node" \
             else (lambda rank, busy: True)
-        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start)
-        coordinator.hosts = {r: h for r, (_, h) in enumerate(rank_info)}
+        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start,
+                                  hosts={r: h for r, (_, h) in enumerate(rank_info)})
 
     def run_tasks(tasks: list[Task], release: bool = True) -> list[Task]:
         recorder.progress = Progress(tasks)

@@ -21,6 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from mpibench.inference.runner import Interrupted, Measurement
+from mpibench.stats import PHASES
+
 MIN_SAMPLES = {50: 1, 90: 64, 99: 662}
 
 
@@ -137,8 +140,6 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
 
     def run_batch(i: int, k: int) -> list[int]:
         if runner.should_stop():
-            from mpibench.inference.runner import Interrupted
-
             raise Interrupted("stopped by signal")
         workload.k = k
         return runner.iteration(workload, i)
@@ -162,10 +163,8 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
     workload.k = task.batch_size
     pct, note = latency_percentiles(shown.latency_ms)
     arr = np.asarray(shown.phases_ns, dtype=np.int64).reshape(-1, 4)
-    from mpibench.stats import PHASES
-
     raw = {p: arr[:, j].copy() for j, p in enumerate(PHASES)}
-    m = type(warm)(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy)
+    m = Measurement(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy)
     extra = {
         "server_rate_sps": shown.rate_sps, "server_achieved_sps": shown.achieved_rate_sps,
         "server_requests": len(shown.latency_ms), "server_mean_ms": float(shown.latency_ms.mean()),
