@@ -132,6 +132,11 @@ class MeasureConfig(_Section):
         0.02, gt=0, lt=1,
         description="stop when the 95% CI of the median latency is within +-this fraction",
     )
+    preprocess: Literal["inline", "ahead"] = Field(
+        "inline", description="inline: tokenise every batch inside the timed loop, as a deployment "
+        "does; ahead: tokenise the batches once before timing (MLPerf's pre-loaded samples), so "
+        "forward passes follow each other and the preprocess phase only hands over ready tensors",
+    )
 
 
 class OutputConfig(_Section):

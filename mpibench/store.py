@@ -51,6 +51,7 @@ TASK_COLUMNS: list[tuple[str, Any, str]] = [
     ("message", STR, "why, when status is not ok (with rank and host)"),
     ("weights", STR, "pretrained (local files) or random-init (same architecture and speed)"),
     ("precision_mode", STR, "how the precision is applied: cast (weights and activations in it)"),
+    ("preprocess_mode", STR, "inline (tokenised in the timed loop) or ahead (tokenised before timing)"),
     ("compile_s", "f8", "backend compile: seconds of the first call (compilation), apart from warm-up"),
     ("device_name", STR, "the device as the rank saw it (CPU model or GPU name)"),
     ("bound_device", STR, "the torch device the task ran on (cuda resolved to the rank's own GPU)"),

@@ -112,7 +112,8 @@ class Executor:
         threads = task.threads or self.default_threads
         torch.set_num_threads(threads)
         built = self._model(task)
-        workload = InferenceWorkload(built, task.batch_size, task.seq_len, self.cfg.seed + task.task_id)
+        workload = InferenceWorkload(built, task.batch_size, task.seq_len, self.cfg.seed + task.task_id,
+                                     ahead=measure.preprocess == "ahead")
         compile_s = _first_call_s(workload) if task.backend == "compile" else float("nan")
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
         meter = self.meters.get(built.device)
@@ -132,6 +133,7 @@ class Executor:
             **stats, **extra,
             "threads": threads, "weights": built.weights, "device_name": name,
             "bound_device": str(built.device), "cores": self.cores, "precision_mode": "cast",
+            "preprocess_mode": measure.preprocess,
             "compile_s": compile_s,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,
