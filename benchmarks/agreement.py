@@ -9,10 +9,13 @@ the paired ratio mpibench / torch, minus 1 (pairs cancel the load drifting betwe
 torch's Timer runs forward passes back to back over ready inputs; mpibench does the same with
 `--preprocess ahead` (the batches tokenised before timing, as MLPerf pre-loads its samples), and that
 arm gives the headline, `agreement_max_rel_diff: X`, the largest |mpibench - torch| / torch over the
-configurations. A third arm, mpibench's default `--preprocess inline`, tokenises each batch inside
-the timed loop, as a deployment does; the forward pass that follows is slower where the model is small
-(its weights leave the caches and the idle OpenMP threads go to sleep while the tokeniser runs), a
-real effect of the pipeline, printed as `inline_max_rel_diff` on the line before.
+configurations. torch's figure is a median of block means (10 calls a block at 1 ms a call), so on
+a right-skewed latency distribution it sits a little above mpibench's per-call median.
+
+A third arm, mpibench's default `--preprocess inline`, tokenises each batch inside the timed loop, as
+a deployment does; the forward pass that follows is slower where the model is small (its weights
+leave the caches and the second core falls idle while the single-threaded tokeniser runs), a real
+effect of the pipeline, printed as `inline_max_rel_diff` on the line before.
 
     python benchmarks/agreement.py            # distilbert-base b1 and b8, distilbert-tiny b1 and b8, seq 128
     python benchmarks/agreement.py --quick    # the tiny model only, a few seconds (CI smoke run)

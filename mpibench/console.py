@@ -8,6 +8,7 @@ import sys
 import time
 from collections import defaultdict
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -87,8 +88,20 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
                       f"{best['e2e_p99_ms']:.2f}",
                       f"x{gain:.2f} (bs {smallest['batch_size']})")
     console.print(table)
+    for line in _contrast_lines([r for rs in by.values() for r in rs]):
+        console.print(line)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status_count.items()))
     console.print(f"{len(rows)} tasks ({counts}) in {fmt_duration(elapsed_s)}; results: {path}")
+
+
+def _contrast_lines(rows: list[dict]) -> list[str]:
+    """`bf16 vs fp32 on cpu: 0.55×–0.60× throughput over batch sizes 1–8 (...)`, as the report says it."""
+    from mpibench.analysis.contrasts import contrasts, summaries
+
+    if not rows:
+        return []
+    t = {k: np.array([r[k] for r in rows]) for k in set.intersection(*(set(r) for r in rows))}
+    return summaries(contrasts(t, np.arange(len(rows))))
 
 
 def print_scaling(rows: list[dict]) -> None:

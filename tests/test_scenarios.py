@@ -99,6 +99,11 @@ def test_precisions_on_cpu(tmp_path):
     assert status["fp32"] == "ok" and status["bf16"] == "ok"
     assert status["fp16"] in ("ok", "unavailable")
     assert set(t["precision_mode"][t["status"] == "ok"]) == {"cast"}
+    ratio = t["throughput_sps"][t["precision"] == "bf16"][0] / t["throughput_sps"][t["precision"] == "fp32"][0]
+    # the run's summary says plainly how bf16 compares (a ratio of medians, near the ratio of means)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("bf16 vs fp32 on cpu: "))
+    assert "throughput over batch size 2" in line
+    assert float(line.split(": ")[1].split("×")[0]) == pytest.approx(ratio, rel=0.25)
 
 
 def test_eager_attention_and_compile_backend(tmp_path):

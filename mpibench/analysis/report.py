@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpibench.analysis import figures, figures_scaling
+from mpibench.analysis import contrasts, figures, figures_scaling
 from mpibench.analysis import document as D
 from mpibench.analysis.optimum import ENERGY_TIE, OBJECTIVES
 from mpibench.analysis.pipeline import Analysis, optimal_json
@@ -51,7 +51,8 @@ def build(a: Analysis, made: list[FigureFile]) -> list:
     blocks: list = [D.Heading(f"mpibench report: {a.run.path.name}", 1), D.Para(headline(a))]
     if not a.run.complete:
         blocks.append(D.Para(_incomplete(a)))
-    blocks += _facts(a) + _recommendation(a) + _results(a) + _profile(a) + _excluded(a) + _quality(a)
+    blocks += _facts(a) + _recommendation(a) + _results(a) + contrasts.section(a.tasks, a.rows)
+    blocks += _profile(a) + _excluded(a) + _quality(a)
     blocks += _scaling(a)
     blocks.append(D.Heading("Figures"))
     for f in made:
