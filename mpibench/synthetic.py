@@ -66,7 +66,6 @@ class SyntheticExecutor:
             m, extra = run_scenario(task, SyntheticWorkload(task), make_runner,
                                     measure or scaled(self.cfg.measure, task.time_scale),
                                     self.cfg.server, self.cfg.seed + task.task_id, before_measure)
-            extra.pop("energy_samples", None)
             metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,
                        "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.cores,
                        "converged": m.converged, "cold_ms": m.cold_ns / 1e6,

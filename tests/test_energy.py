@@ -74,6 +74,37 @@ def test_counts_joules_over_the_window(tmp_path, clock):
     assert meter.trace() == [(100.0, "cpu-package-0", 1.0), (102.0, "cpu-package-0", 3.5)]
 
 
+def test_drain_hands_out_each_sample_once(tmp_path, clock):
+    pkg = write_zone(tmp_path, "intel-rapl:0", "package-0", energy_uj=1_000_000)
+    meter = rapl(tmp_path, clock)
+    meter.start()
+    clock.t += 1.0
+    meter.stop()
+    assert meter.drain() == [(100.0, "cpu-package-0", 1.0), (101.0, "cpu-package-0", 1.0)]
+    assert meter.drain() == [] and meter.trace() == []
+    set_energy(pkg, 2_000_000)
+    meter.poll()
+    assert meter.drain() == [(101.0, "cpu-package-0", 2.0)]
+
+
+def test_composite_drain_merges_only_the_new_samples_in_time_order(tmp_path, clock):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_zone(a, "intel-rapl:0", "package-0")
+    write_zone(b, "intel-rapl:0", "package-1")
+    first, second = rapl(a, clock), rapl(b, clock)
+    meter = CompositeMeter([first, second])
+    first.poll()
+    clock.t += 1.0
+    second.poll()
+    clock.t += 1.0
+    first.poll()
+    assert meter.drain() == [(100.0, "cpu-package-0", 0.0), (101.0, "cpu-package-1", 0.0),
+                             (102.0, "cpu-package-0", 0.0)]
+    clock.t += 1.0
+    second.poll()
+    assert meter.drain() == [(103.0, "cpu-package-1", 0.0)] and meter.drain() == []
+
+
 def test_one_wrap_inside_the_window(tmp_path, clock):
     pkg = write_zone(tmp_path, "intel-rapl:0", "package-0", energy_uj=9_000_000)
     meter = rapl(tmp_path, clock)

@@ -210,6 +210,19 @@ def test_counter_not_supported_falls_back_to_sampling(fake):
     assert drive_sampled(meter, fake.gpus[1], clock) == 500.0
 
 
+def test_sampled_windows_count_only_their_own_power_and_the_trace_keeps_the_integral(fake):
+    fake.gpus[0].arch = 4
+    clock = FakeClock()
+    meter = NvmlMeter(gpu_uuid=UUIDS[0], clock=clock, background=False)
+    assert drive_sampled(meter, fake.gpus[0], clock) == 500.0
+    clock.t += 10.0  # between windows: not integrated
+    assert drive_sampled(meter, fake.gpus[0], clock) == 500.0
+    domain = "gpu-11111111-aaaa-bbbb-cccc-000000000000"
+    first = [(50.0, domain, 0.0), (51.0, domain, 150.0), (52.0, domain, 350.0), (53.0, domain, 500.0)]
+    second = [(63.0, domain, 500.0), (64.0, domain, 650.0), (65.0, domain, 850.0), (66.0, domain, 1000.0)]
+    assert meter.drain() == first + second and meter.drain() == []
+
+
 def test_sampling_thread_runs_only_inside_the_window(fake):
     fake.gpus[0].energy_mj = None
     enough = threading.Event()

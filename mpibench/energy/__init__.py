@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 from .base import (
-    ENERGY_COLUMNS,
     Availability,
     DomainStatus,
     EnergyMeter,
@@ -20,7 +19,7 @@ from .base import (
     measure_idle,
 )
 from .null import DISABLED_REASON, NullMeter
-from .nvml import NvmlMeter, normalize_uuid
+from .nvml import NvmlMeter, gpu_domain
 from .pyrapl import PyRaplMeter
 from .rapl import DEFAULT_POWER_BOUND_W, RaplMeter
 
@@ -28,7 +27,7 @@ BACKENDS = ("auto", "rapl", "pyrapl", "nvml", "none")
 _METHOD_RANK = {"none": 0, "counter": 1, "sampled": 2, "estimated": 3}
 
 __all__ = [
-    "BACKENDS", "ENERGY_COLUMNS", "Availability", "CompositeMeter", "DomainStatus", "EnergyMeter",
+    "BACKENDS", "Availability", "CompositeMeter", "DomainStatus", "EnergyMeter",
     "EnergyReading", "EnergyUnavailable", "Method", "NullMeter", "NvmlMeter", "PyRaplMeter",
     "RaplMeter", "domain_kind", "make_meter", "measure_idle",
 ]
@@ -71,6 +70,9 @@ class CompositeMeter(EnergyMeter):
     def trace(self) -> list[tuple[float, str, float]]:
         return sorted(sample for m in self.meters for sample in m.trace())
 
+    def drain(self) -> list[tuple[float, str, float]]:
+        return sorted(sample for m in self.meters for sample in m.drain())
+
     def close(self) -> None:
         for meter in self.meters:
             meter.close()
@@ -109,9 +111,8 @@ def make_meter(
     if backend not in BACKENDS:
         raise ValueError(f"energy backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     is_gpu = _is_gpu(device)
-    gpu_domain = f"gpu-{normalize_uuid(gpu_uuid)}" if gpu_uuid else "gpu"
-    if backend == "none":
-        return NullMeter("absent", DISABLED_REASON, (gpu_domain if is_gpu else "cpu-package",))
+    if backend == "none":  # no NvmlMeter here: --energy none must not open NVML
+        return NullMeter("absent", DISABLED_REASON, (gpu_domain(gpu_uuid) if is_gpu else "cpu-package",))
     if backend != "auto":
         meter = _explicit(backend, powercap_root, power_bound_w, gpu_uuid, pci_bus_id)
         availability = meter.available()

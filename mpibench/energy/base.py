@@ -11,10 +11,6 @@ from typing import Callable, Literal
 DomainStatus = Literal["ok", "absent", "permission", "masked", "unsupported-gpu", "error"]
 Method = Literal["counter", "sampled", "estimated", "none"]
 NAN = float("nan")
-ENERGY_COLUMNS = (
-    "energy_j", "energy_cpu_j", "energy_dram_j", "energy_gpu_j",
-    "j_per_sample", "energy_status", "energy_method",
-)
 
 
 class EnergyUnavailable(Exception):
@@ -126,7 +122,11 @@ class EnergyMeter(ABC):
     def stop(self) -> EnergyReading: ...
 
     def trace(self) -> list[tuple[float, str, float]]:
-        """Raw samples (monotonic time s, domain, counter value in J) since construction."""
+        """Raw samples (monotonic time s, domain, counter value in J) not yet drained."""
+        return []
+
+    def drain(self) -> list[tuple[float, str, float]]:
+        """The samples trace() would give, handed out once and dropped, so memory stays bounded."""
         return []
 
     def close(self) -> None:

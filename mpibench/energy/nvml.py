@@ -11,25 +11,28 @@ import threading
 import time
 from typing import Any, Callable
 
+from mpibench.hostinfo import _s
+
 from .base import NAN, Availability, DomainStatus, EnergyMeter, EnergyReading, Method
 
 DEFAULT_SAMPLE_INTERVAL_S = 0.025
 _VOLTA = 5  # NVML_DEVICE_ARCH_VOLTA, the first architecture with the energy counter
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def normalize_uuid(uuid: str | bytes) -> str:
     """'GPU-4B2C...' (NVML) and '4b2c...' (torch) compare equal."""
-    text = _text(uuid).strip().lower()
+    text = _s(uuid).strip().lower()
     return text.removeprefix("gpu-")
+
+
+def gpu_domain(uuid: str | bytes | None) -> str:
+    """The domain a GPU's joules go under: 'gpu-<uuid>', or 'gpu' while its UUID is unknown."""
+    return f"gpu-{normalize_uuid(uuid)}" if uuid else "gpu"
 
 
 def normalize_bus_id(bus_id: str | bytes) -> str:
     """'00000000:3B:00.0' (NVML) and '0000:3b:00.0' (CUDA) both become '0000:3b:00.0'."""
-    parts = _text(bus_id).strip().lower().split(":")
+    parts = _s(bus_id).strip().lower().split(":")
     domain, bus, dev_fn = (["0"] + parts) if len(parts) == 2 else parts
     dev, _, fn = dev_fn.partition(".")
     return f"{int(domain, 16):04x}:{int(bus, 16):02x}:{int(dev, 16):02x}.{int(fn or '0', 16):x}"
@@ -40,7 +43,7 @@ def _bus_or_raw(bus_id: str | bytes) -> str:
     try:
         return normalize_bus_id(bus_id)
     except ValueError:
-        return _text(bus_id)
+        return _s(bus_id)
 
 
 def _not_supported(pynvml: Any, err: Exception) -> bool:
@@ -71,15 +74,16 @@ class NvmlMeter(EnergyMeter):
         self._nvml: Any = None
         self._handle: Any = None
         self.method: Method = "none"
-        self.domain = f"gpu-{normalize_uuid(gpu_uuid)}" if gpu_uuid else "gpu"
+        self.domain = gpu_domain(gpu_uuid)
         self._lock = threading.Lock()
         self._window_done = threading.Event()
         self._thread: threading.Thread | None = None
         self._trace: list[tuple[float, str, float]] = []
-        self._cum_j = 0.0
+        self._cum_j = 0.0  # sampled path: the power integral over every window so far
+        self._cum0_j = 0.0  # ... and its value when this window opened
+        self._last: tuple[float, float] | None = None  # this window's last (time s, power W)
         self._t0: float | None = None
         self._e0_mj: int | None = None
-        self._samples: list[tuple[float, float]] = []
         self._error = ""
         self._availability = self._open(gpu_uuid, pci_bus_id)
 
@@ -175,10 +179,10 @@ class NvmlMeter(EnergyMeter):
         except nv.NVMLError as err:
             self._error = f"{self.domain}: NVML read failed during the window ({err})"
             return
-        if self._samples:
-            t_prev, p_prev = self._samples[-1]
+        if self._last is not None:
+            t_prev, p_prev = self._last
             self._cum_j += (now - t_prev) * (p_prev + power_w) / 2
-        self._samples.append((now, power_w))
+        self._last = (now, power_w)
         self._trace.append((now, self.domain, self._cum_j))
 
     def start(self) -> None:
@@ -187,11 +191,12 @@ class NvmlMeter(EnergyMeter):
             self._t0 = self._clock()
             return
         with self._lock:
-            self._error, self._samples = "", []
+            self._error, self._last = "", None
             self._t0 = self._clock()
             if self.method == "counter":
                 self._e0_mj = self._read_counter_mj(self._t0)
             else:
+                self._cum0_j = self._cum_j
                 self._sample_power(self._t0)
         if self.method == "sampled" and self._background:
             self._window_done.clear()
@@ -236,8 +241,7 @@ class NvmlMeter(EnergyMeter):
                 return NAN  # a counter that went back (driver reload) cannot be trusted
             return (e1_mj - self._e0_mj) / 1e3
         self._sample_power(now)
-        pts = self._samples
-        return math.fsum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(pts, pts[1:]))
+        return self._cum_j - self._cum0_j
 
     def _stop_sampler(self) -> None:
         self._window_done.set()
@@ -249,6 +253,11 @@ class NvmlMeter(EnergyMeter):
         """Counter values in J; on the sampled path the running power integral in J instead."""
         with self._lock:
             return list(self._trace)
+
+    def drain(self) -> list[tuple[float, str, float]]:
+        with self._lock:
+            fresh, self._trace = self._trace, []
+        return fresh
 
     def close(self) -> None:
         self._stop_sampler()

@@ -256,6 +256,11 @@ class RaplMeter(EnergyMeter):
         with self._lock:
             return list(self._trace)
 
+    def drain(self) -> list[tuple[float, str, float]]:
+        with self._lock:
+            fresh, self._trace = self._trace, []
+        return fresh
+
     def close(self) -> None:
         self._closing.set()
         if self._thread is not None:

@@ -27,7 +27,6 @@ class Meters:
     def __init__(self, backend: str):
         self.backend = backend
         self._meters: dict[str, object] = {}
-        self._sent: dict[str, int] = {}
         self._unix_offset = time.time() - time.monotonic()  # meters stamp samples with monotonic time
 
     def get(self, dev: torch.device):
@@ -38,13 +37,11 @@ class Meters:
         if key not in self._meters:
             ids = _gpu_ids(dev) if dev.type == "cuda" else {}
             self._meters[key] = make_meter(self.backend, "cuda" if dev.type == "cuda" else "cpu", **ids)
-            self._sent[key] = 0
         return self._meters[key]
 
     def new_trace(self, dev: torch.device) -> list[tuple[float, str, float]]:
-        key = str(dev)
-        trace = self._meters[key].trace()
-        fresh, self._sent[key] = trace[self._sent[key]:], len(trace)
+        """The samples since the last call, in Unix time; the meter drops them, so each goes out once."""
+        fresh = self._meters[str(dev)].drain()
         return [(t + self._unix_offset, d, v) for t, d, v in fresh]
 
     def close(self) -> None:
@@ -125,7 +122,7 @@ class Executor:
                                 self.cfg.seed + task.task_id, before_measure)
         stats = summarize(m.raw_ns, task.batch_size)
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
-        n_samples = extra.pop("energy_samples", m.n_iters * task.batch_size)
+        n_samples = m.energy_samples or m.n_iters * task.batch_size
         achieved = flops * stats["forward_throughput_sps"] / 1e12
         name = device_name(built.device)
         peak, peak_source = peak_tflops(name, task.precision, cpu_cores=threads)

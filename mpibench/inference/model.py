@@ -138,7 +138,8 @@ class InferenceWorkload:
 
     def preprocess(self, i: int):
         if self.ready is not None:
-            return tuple(t[:self.k] for t in self.ready[i % len(self.ready)])
+            x = self.ready[i % len(self.ready)]
+            return x if self.k == self.batch_size else tuple(t[:self.k] for t in x)
         return self.tokenise(self.batches[i % len(self.batches)][:self.k])
 
     def h2d(self, x):

@@ -35,6 +35,7 @@ class Measurement:
     measure_s: float
     converged: bool
     energy: Any = None  # an EnergyReading when a meter ran
+    energy_samples: int | None = None  # samples served while the meter ran, where not n_iters x batch
 
     @property
     def n_iters(self) -> int:
@@ -84,7 +85,7 @@ class Runner:
         cold_ns = sum(self.iteration(w, 0))
         i, t0 = 1, self.clock()
         while i <= m.warmup_iters or (self.clock() - t0) < m.warmup_s * 1e9:
-            self._check_stop()
+            self.check_stop()
             self.iteration(w, i)
             i += 1
         warmup_iters = i - 1
@@ -98,7 +99,7 @@ class Runner:
             start, converged = self.clock(), False
             next_check = m.min_iters
             while True:
-                self._check_stop()
+                self.check_stop()
                 samples.append(self.iteration(w, i))
                 i += 1
                 elapsed_s = (self.clock() - start) / 1e9
@@ -121,6 +122,6 @@ class Runner:
         raw = {p: arr[:, k].copy() for k, p in enumerate(PHASES)}
         return Measurement(raw, cold_ns, warmup_iters, measure_s, converged, energy)
 
-    def _check_stop(self) -> None:
+    def check_stop(self) -> None:
         if self.should_stop():
             raise Interrupted("stopped by signal")

@@ -21,24 +21,24 @@ from typing import Callable
 
 import numpy as np
 
-from mpibench.inference.runner import Interrupted, Measurement
+from mpibench.inference.runner import Measurement
 from mpibench.stats import PHASES
 
 MIN_SAMPLES = {50: 1, 90: 64, 99: 662}
 
 
+def withheld(n: int) -> tuple[list[int], str]:
+    """The percentiles that n samples are too few to state, and a note saying so."""
+    short = [p for p, need in MIN_SAMPLES.items() if n < need]
+    note = (f"too few samples ({n}): " + ", ".join(f"p{p} needs >= {MIN_SAMPLES[p]} samples" for p in short)
+            if short else "")
+    return short, note
+
+
 def latency_percentiles(lat_ms: np.ndarray) -> tuple[dict[int, float], str]:
     """p50/p90/p99 where the sample count allows stating them; the note says what was withheld."""
-    n = len(lat_ms)
-    out, withheld = {}, []
-    for p, need in MIN_SAMPLES.items():
-        if n >= need:
-            out[p] = float(np.percentile(lat_ms, p))
-        else:
-            out[p] = math.nan
-            withheld.append(f"p{p} needs >= {need} samples")
-    note = f"too few samples ({n}): " + ", ".join(withheld) if withheld else ""
-    return out, note
+    short, note = withheld(len(lat_ms))
+    return {p: math.nan if p in short else float(np.percentile(lat_ms, p)) for p in MIN_SAMPLES}, note
 
 
 def sleep_until(clock: Callable[[], int]) -> Callable[[int], None]:
@@ -124,9 +124,8 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
     if task.scenario == "single-stream":  # ask for enough samples to state a p99
         runner = make_runner(measure.model_copy(update={"min_iters": max(measure.min_iters, MIN_SAMPLES[99])}))
         m = runner.run(workload, before_measure)
-        e2e_ms = sum(m.raw_ns.values()) / 1e6
-        pct, note = latency_percentiles(e2e_ms)
-        return m, {"e2e_p90_ms": pct[90], "e2e_p99_ms": pct[99], "percentile_note": note}
+        short, note = withheld(m.n_iters)  # summarize() states the rest from the same samples
+        return m, {**{f"e2e_p{p}_ms": math.nan for p in short}, "percentile_note": note}
     if task.scenario != "server":
         return make_runner(measure).run(workload, before_measure), {}
 
@@ -139,8 +138,7 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
     capacity_sps = task.batch_size / service_s
 
     def run_batch(i: int, k: int) -> list[int]:
-        if runner.should_stop():
-            raise Interrupted("stopped by signal")
+        runner.check_stop()
         workload.k = k
         return runner.iteration(workload, i)
 
@@ -160,11 +158,11 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
             shown = best or min(runs, key=lambda r: r.rate_sps)
     finally:
         energy = meter.stop() if meter is not None else None
-    workload.k = task.batch_size
     pct, note = latency_percentiles(shown.latency_ms)
     arr = np.asarray(shown.phases_ns, dtype=np.int64).reshape(-1, 4)
     raw = {p: arr[:, j].copy() for j, p in enumerate(PHASES)}
-    m = Measurement(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy)
+    m = Measurement(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy,
+                    energy_samples=sum(len(r.latency_ms) for r in runs))  # the meter saw every rate tried
     extra = {
         "server_rate_sps": shown.rate_sps, "server_achieved_sps": shown.achieved_rate_sps,
         "server_requests": len(shown.latency_ms), "server_mean_ms": float(shown.latency_ms.mean()),
@@ -173,7 +171,6 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
         "server_search": json.dumps([[round(r.rate_sps, 3), round(r.p99_ms, 3)] for r in runs]),
         "server_mean_batch": float(np.mean(shown.batch_sizes)), "percentile_note": note,
         "throughput_sps": shown.achieved_rate_sps,  # what the server delivered, not its batch rate
-        "energy_samples": sum(len(r.latency_ms) for r in runs),  # the meter saw every rate tried
     }
     if not task.rate_sps and best is None:
         extra["percentile_note"] = (f"no rate met p99 <= {server_cfg.latency_slo_ms:g} ms; showing the "
