@@ -14,6 +14,7 @@ from pathlib import Path
 from mpibench.analysis import analyze, figures
 from mpibench.analysis.profile import SERIES
 from mpibench.analysis.table import config_of, fmt, group_rows, label, present
+from mpibench.analyze import default_out
 from mpibench.cli import Parser, main_guard
 
 
@@ -36,7 +37,7 @@ def _main(argv=None) -> int:
             print(f"  {t['batch_size'][i]:>5}  {ci:>26}  {prev:>12}  {trend:>9}  {t['anomaly'][i]}")
     print("\n* = 95 % CIs apart. " + ("; ".join(f["text"] for f in a.anomalies) if a.anomalies
                                      else "No batch anomaly: no batch size departs from its neighbours' trend."))
-    out = Path(ns.out) if ns.out else Path(ns.run).with_name(Path(ns.run).stem + "-analysis")
+    out = Path(ns.out) if ns.out else default_out(Path(ns.run))
     out.mkdir(parents=True, exist_ok=True)
     made = [f(a, out) for f in (figures.per_sample_latency, figures.throughput, figures.phases)]
     print("figures: " + ", ".join(str(m.path) for m in made if m))

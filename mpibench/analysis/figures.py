@@ -10,7 +10,7 @@ from matplotlib.patches import Patch
 from mpibench.analysis import plots as P
 from mpibench.analysis.pipeline import Analysis
 from mpibench.analysis.profile import MIN_EFFECT_PCT
-from mpibench.analysis.table import ENERGY_OK, col, constant_columns, converged
+from mpibench.analysis.table import col, constant_columns, converged, energy_measured
 from mpibench.stats import PHASES
 
 
@@ -174,16 +174,15 @@ def percentiles(a: Analysis, out):
     legends = []
     styles = (("e2e_p50_ms", "p50", "-", "o"), ("e2e_p90_ms", "p90", "--", "^"), ("e2e_p99_ms", "p99", ":", "v"))
     for ax, (key, idx) in zip(axes, lay.groups.items()):
-        for s in lay.lines(t, idx):
-            st = lay.style(t, s)
+        lines = [(s, lay.style(t, s)) for s in lay.lines(t, idx)]
+        for s, st in lines:
             for colname, _, ls, mk in styles:
                 yerr = None
                 if colname == "e2e_p99_ms" and "p99_ci_low_ms" in t:
                     yerr = P.ci_yerr(t[colname][s], t["p99_ci_low_ms"][s], t["p99_ci_high_ms"][s])
                 ax.errorbar(t["batch_size"][s], t[colname][s], yerr=yerr, color=st["color"], linestyle=ls,
                             marker=mk, markersize=4, linewidth=1.4, capsize=2)
-        styles_here = [lay.style(t, s) for s in lay.lines(t, idx)]
-        handles = [Patch(color=st["color"], label=st["label"]) for st in styles_here]
+        handles = [Patch(color=st["color"], label=st["label"]) for _, st in lines]
         handles += [Line2D([], [], color="black", linestyle=ls, marker=mk, markersize=4, label=lab)
                     for _, lab, ls, mk in styles]
         if a.latency_slo_ms is not None:
@@ -204,8 +203,7 @@ def percentiles(a: Analysis, out):
 def energy(a: Analysis, out):
     t = a.tasks
     rows = _ok_rows(a)
-    rows = rows[np.isin(col(t, "energy_status", "")[rows].astype(str), ENERGY_OK)
-                & np.isfinite(col(t, "j_per_sample")[rows])]
+    rows = rows[energy_measured(t)[rows]]
     if len(rows) == 0:
         return None
     return _batch_figure(a, out, "energy", "Energy per sample vs batch size", "energy (J/sample)",

@@ -15,18 +15,26 @@ MAX_LINES = 10
 
 
 def by_ranks(a: Analysis, out):
-    return _figure(a, out, "n_ranks", "ranks", "scaling_ranks")
+    return ranks_figure(a.run.scaling, out)
 
 
 def by_nodes(a: Analysis, out):
-    s = a.run.scaling
+    return nodes_figure(a.run.scaling, out)
+
+
+def ranks_figure(s: dict[str, np.ndarray] | None, out):
+    """by_ranks from the /scaling table alone (`mpibench.store.read_scaling`), without an Analysis."""
+    return _figure(s, out, "n_ranks", "ranks", "scaling_ranks")
+
+
+def nodes_figure(s: dict[str, np.ndarray] | None, out):
+    """by_nodes from the /scaling table alone; None unless the run spanned several node counts."""
     if s is None or len(set(col(s, "n_nodes", 1)[steps(s, "n_nodes")].tolist())) < 2:
         return None
-    return _figure(a, out, "n_nodes", "nodes", "scaling_nodes")
+    return _figure(s, out, "n_nodes", "nodes", "scaling_nodes")
 
 
-def _figure(a: Analysis, out, x_col: str, unit: str, name: str):
-    s = a.run.scaling
+def _figure(s: dict[str, np.ndarray] | None, out, x_col: str, unit: str, name: str):
     if s is None or len(steps(s, x_col)) == 0:
         return None
     groups = _lines(s, x_col)

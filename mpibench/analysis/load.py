@@ -11,7 +11,7 @@ import numpy as np
 
 from mpibench.analysis import rawstats
 from mpibench.analysis.table import EXTRA_DEFAULTS, config_of, key_columns, n_rows
-from mpibench.store import _read_group, open_run
+from mpibench.store import _plain, _read_group, open_run
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Run:
 def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
     """Read everything analysis needs in one pass; refuses files that are not mpibench's (UsageError)."""
     with open_run(path) as f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
         hosts = _read_group(f["hosts"]) if "hosts" in f else {}
         tasks = _with_defaults(_read_group(f["tasks"]))
         if "raw" in f and n_rows(tasks) and "raw_offset" in tasks:
@@ -80,11 +80,11 @@ def missing_configs(config_yaml: str, tasks: dict[str, np.ndarray]) -> list[dict
     plans = [t.to_dict() for t in planned]
     auto = any(p["threads"] == 0 for p in plans)  # threads 0 ("auto") became a count in each row
     columns = [c for c in key_columns(tasks) if plans and c in plans[0] and not (c == "threads" and auto)]
-    have = {tuple(config_of(tasks, i)[c] for c in columns) for i in range(n_rows(tasks))}
+    configs = (config_of(tasks, i) for i in range(n_rows(tasks)))
+    have = {tuple(cfg[c] for c in columns) for cfg in configs}
     return [p for p in plans if tuple(p[c] for c in columns) not in have]
 
 
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    return v.item() if isinstance(v, np.generic) else v
+def _attr(v):
+    """A file attribute as a plain value; a byte string (written by an older h5py) decoded."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else _plain(v)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpibench.analysis.table import (ENERGY_OK, EXTRA_KEY, KEY, PRECISION_RANK, WORKLOAD, col, config_of, fmt,
+from mpibench.analysis.table import (EXTRA_KEY, KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
                                      group_rows, label, latest_per_config, n_rows, present, throughput_ci,
                                      why_ineligible)
 
@@ -36,7 +36,7 @@ _PER = {"device": ("device", *WORKLOAD), "overall": WORKLOAD}  # of these, the c
 
 
 def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
-                   latency_slo_ms: float | None = None, per: str = "device") -> list[dict]:
+                   latency_slo_ms: float | None = None, per: str = "device", rows=None) -> list[dict]:
     """The recommended configuration(s): one dict per device (per device and workload when the run
     swept several models or sequence lengths), or per workload with per="overall".
 
@@ -44,6 +44,8 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
     ci_high, tied_with (the configurations it tied with, each with value and CI), reason, excluded
     (configurations that could not be chosen and why), task_id, throughput_sps, p99_ms. When nothing
     can be chosen the configuration keys are None, value is NaN and reason says why.
+
+    `rows`: one row per configuration (default: latest_per_config(tasks)); a caller that has them saves a pass.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -51,9 +53,11 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
         raise ValueError(f"per {per!r}; allowed: {', '.join(_PER)}")
     if not n_rows(tasks):
         return []
-    rows = latest_per_config(tasks)
+    rows = latest_per_config(tasks) if rows is None else rows
     by = present(tasks, _PER[per])
-    return [_choose(tasks, idx, objective, latency_slo_ms, dict(zip(by, key)))
+    why, m = _why_not(tasks, objective), _metric(tasks, objective, latency_slo_ms)
+    thr = throughput_ci(tasks)[0]
+    return [_choose(tasks, idx, objective, latency_slo_ms, dict(zip(by, key)), why, m, thr)
             for key, idx in group_rows(tasks, by, rows).items()]
 
 
@@ -92,15 +96,14 @@ def _metric(t: dict, objective: str, slo: float | None) -> _Metric:
 def _why_not(t: dict, objective: str) -> np.ndarray:
     why = why_ineligible(t)
     if objective == "energy":
-        measured = np.isin(col(t, "energy_status", "unavailable").astype(str), ENERGY_OK) \
-            & np.isfinite(col(t, "j_per_sample").astype(float))
-        why = np.where((why == "") & ~measured, "energy not measured", why)
+        why = np.where((why == "") & ~energy_measured(t), "energy not measured", why)
     return why
 
 
-def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: dict) -> dict:
+def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: dict, why: np.ndarray,
+            m: _Metric, thr: np.ndarray) -> dict:
+    """One scope's recommendation; `why` (_why_not), `m` (_metric) and `thr` (throughput) cover the table."""
     omit = tuple(scope) + ("model",)
-    why = _why_not(t, objective)
     excluded = [{**config_of(t, i), "why": str(why[i])} for i in idx if why[i]]
     cand = idx[why[idx] == ""]
     if objective == "latency" and slo is not None and len(cand):
@@ -110,7 +113,6 @@ def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: 
         cand = meets
     if len(cand) == 0:
         return _nothing(scope, objective, excluded, _why_none(objective, excluded, idx))
-    m = _metric(t, objective, slo)
     best = m.best(cand)
     tied = [int(i) for i in cand if m.ties(int(i), best)]
     chosen = min(tied, key=lambda i: _cost(t, i))
@@ -120,7 +122,7 @@ def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: 
            "tied_with": [{**config_of(t, i), "value": float(m.value[i]), "ci_low": float(m.lo[i]),
                           "ci_high": float(m.hi[i])} for i in others],
            "excluded": excluded, "task_id": int(col(t, "task_id", -1)[chosen]),
-           "throughput_sps": float(throughput_ci(t)[0][chosen]), "p99_ms": float(col(t, "e2e_p99_ms")[chosen])}
+           "throughput_sps": float(thr[chosen]), "p99_ms": float(col(t, "e2e_p99_ms")[chosen])}
     out["reason"] = _reason(t, m, out, chosen, best, others, objective, slo, omit)
     return out
 

@@ -53,15 +53,16 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) ->
         t = take(t, np.asarray(t["scaling_ranks"]) <= 1)
     if "drift_significant" not in t:  # a file without raw samples
         t["drift_significant"] = np.zeros(len(t.get("task_id", [])), dtype=bool)
-    profile, anomalies = batch_profile(t)
+    rows = latest_per_config(t)  # nothing added below changes it: it reads key, status and latency columns
+    profile, anomalies = batch_profile(t, rows)
     t.update(profile)
     t["median_throughput_sps"], t["throughput_ci_low_sps"], t["throughput_ci_high_sps"] = throughput_ci(t)
     t["why_ineligible"] = why_ineligible(t)
-    optimal = {obj: {per: choose_optimal(t, obj, latency_slo_ms, per=p)
+    optimal = {obj: {per: choose_optimal(t, obj, latency_slo_ms, per=p, rows=rows)
                      for per, p in (("per_device", "device"), ("overall", "overall"))}
                for obj in OBJECTIVES}
     scaling = scaling_mod.summary(run.scaling) if run.scaling is not None else []
-    return Analysis(run, t, latest_per_config(t), anomalies, optimal, latency_slo_ms, scaling)
+    return Analysis(run, t, rows, anomalies, optimal, latency_slo_ms, scaling)
 
 
 def to_json(value):

@@ -31,12 +31,14 @@ SERIES = ("model", "device", "precision", "seq_len", "threads", "scenario", "bac
 MIN_EFFECT_PCT = 10.0
 
 COLUMNS = ("per_sample_ms", "per_sample_ci_low_ms", "per_sample_ci_high_ms", "vs_prev_pct",
-           "vs_prev_significant", "trend_ms", "trend_ci_low_ms", "trend_ci_high_ms", "departure_pct",
-           "anomaly")
+           "vs_prev_significant", "trend_ms", "departure_pct", "anomaly")
 
 
-def batch_profile(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """COLUMNS for every row (NaN/"" where not computed) and the anomalies found, one dict each."""
+def batch_profile(t: dict[str, np.ndarray], rows=None) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """COLUMNS for every row (NaN/"" where not computed) and the anomalies found, one dict each.
+
+    `rows`: one row per configuration (default: latest_per_config(t)); a caller that has them saves a pass.
+    """
     n = n_rows(t)
     out = {c: np.full(n, math.nan) for c in COLUMNS}
     out["vs_prev_significant"] = np.zeros(n, dtype=bool)
@@ -48,7 +50,7 @@ def batch_profile(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list
         out["per_sample_ms"] = col(t, "e2e_p50_ms").astype(float) / bs
         out["per_sample_ci_low_ms"] = col(t, "e2e_ci_low_ms").astype(float) / bs
         out["per_sample_ci_high_ms"] = col(t, "e2e_ci_high_ms").astype(float) / bs
-    rows = latest_per_config(t)
+    rows = latest_per_config(t) if rows is None else np.asarray(rows)
     rows = rows[(col(t, "status", "ok")[rows] == "ok") & np.isfinite(out["per_sample_ms"][rows])]
     findings = []
     for idx in group_rows(t, present(t, SERIES), rows).values():
@@ -108,7 +110,7 @@ def _trend_test(out: dict, bs: np.ndarray, j: int, i: int, m: int) -> tuple[str,
 
     trend = between("per_sample_ms")
     band_lo, band_hi = between("per_sample_ci_low_ms"), between("per_sample_ci_high_ms")
-    out["trend_ms"][i], out["trend_ci_low_ms"][i], out["trend_ci_high_ms"][i] = trend, band_lo, band_hi
+    out["trend_ms"][i] = trend
     out["trend_left"][i], out["trend_right"][i] = j, m
     if not (math.isfinite(band_lo) and math.isfinite(band_hi)):
         return "", math.nan

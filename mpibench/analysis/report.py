@@ -16,8 +16,8 @@ from mpibench.analysis.plots import FigureFile
 from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
 from mpibench.analysis.rawstats import DRIFT_MIN_PCT
 from mpibench.analysis.scaling import describe
-from mpibench.analysis.table import (ENERGY_OK, KEY, col, config_of, constant_columns, converged, fmt,
-                                     group_rows, label, present)
+from mpibench.analysis.table import (ENERGY_OK, KEY, col, config_of, constant_columns, converged,
+                                     energy_measured, fmt, group_rows, label, present)
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 
@@ -160,8 +160,7 @@ def _objective(obj: str, a: Analysis) -> str:
 
 def _results(a: Analysis) -> list:
     t = a.tasks
-    has_energy = bool(np.any(np.isin(col(t, "energy_status", "").astype(str), ENERGY_OK)
-                             & np.isfinite(col(t, "j_per_sample"))))
+    has_energy = bool(np.any(energy_measured(t)))
     blocks = [D.Heading("Results per device and precision"),
               D.Para("Throughput is samples/s from the median end-to-end latency, with its 95 % CI; p50/p99 are "
                      "per batch; phase shares are of the mean end-to-end time; \"vs previous\" compares the "

@@ -78,6 +78,12 @@ def key_columns(t: dict) -> tuple[str, ...]:
     return present(t, KEY + EXTRA_KEY)
 
 
+def energy_measured(t: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row: a counter read the task's window (ENERGY_OK) and gave a finite J/sample."""
+    return (np.isin(col(t, "energy_status", "").astype(str), ENERGY_OK)
+            & np.isfinite(col(t, "j_per_sample").astype(float)))
+
+
 def latest_per_config(t: dict[str, np.ndarray]) -> np.ndarray:
     """One row per configuration: its last eligible row, else its last row (a resumed run repeats)."""
     ok = why_ineligible(t) == ""
