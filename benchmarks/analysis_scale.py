@@ -4,7 +4,7 @@
     python benchmarks/analysis_scale.py            # 10,000 tasks x 1,000 samples (~320 MiB file)
     python benchmarks/analysis_scale.py --quick    # 200 tasks x 500 samples: a smoke run for CI
 
-Builds the file (bulk writes in the store's own layout), then runs exactly what
+Builds the file (bulk writes: `Store.append_many`), then runs exactly what
 `python -m mpibench.analyze` runs: load with raw statistics streamed in blocks, batch profile, optimum,
 every figure, report.md/.html and optimal.json. Prints the time of each step, the peak memory of this
 process (building included, so an upper bound), and last the headline figure:
@@ -25,8 +25,7 @@ import numpy as np
 
 from mpibench.analysis import analyze, write_all
 from mpibench.analysis import synthetic as S
-from mpibench.stats import PHASES
-from mpibench.store import TASK_COLUMNS, Store, _missing
+from mpibench.store import Store
 
 DEVICES = ("cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3")
 PRECISIONS = ("fp32", "bf16")
@@ -62,6 +61,7 @@ def build(path: Path, n_tasks: int, samples: int, seed: int = 0) -> None:
             if counts[task_id] == 0:
                 rows.append(S.task_row(task_id, cfg, None, status="oom" if fate[task_id] < 0.005 else "failed",
                                        message=f"rank {where['rank']} on {where['host']}: synthetic", **where))
+                raws.append(None)
                 continue
             means = S.phase_means_ms(cfg["device"].split(":")[0], cfg["precision"], cfg["batch_size"],
                                      cfg["seq_len"])
@@ -69,33 +69,8 @@ def build(path: Path, n_tasks: int, samples: int, seed: int = 0) -> None:
             rows.append(S.task_row(task_id, cfg, raw, converged=fate[task_id] > 0.03,
                                    power_w=250.0 if cfg["device"] == "cpu" else None, **where))
             raws.append(raw)
-        _append_block(store, rows, raws)
+        store.append_many(rows, raws)
     store.close()
-
-
-def _append_block(store: Store, rows: list[dict], raws: list[dict]) -> None:
-    """Many rows and their raw samples at once (Store.append writes one at a time, flushing each)."""
-    f = store.f
-    offset = f[f"raw/{PHASES[0]}_ns"].shape[0]
-    it = iter(raws)
-    for row in rows:
-        raw = next(it) if row["status"] == "ok" else None
-        count = len(raw[PHASES[0]]) if raw is not None else 0
-        row["raw_offset"], row["raw_count"] = offset, count
-        offset += count
-    for p in PHASES:
-        ds = f[f"raw/{p}_ns"]
-        chunk = np.concatenate([r[p] for r in raws]) if raws else np.zeros(0, dtype=np.int64)
-        n = ds.shape[0]
-        ds.resize((n + len(chunk),))
-        ds[n:] = chunk
-    n = f["tasks/task_id"].shape[0]
-    for name, dtype, _ in TASK_COLUMNS:
-        missing = _missing(dtype)
-        ds = f[f"tasks/{name}"]
-        ds.resize((n + len(rows),))
-        ds[n:] = [row.get(name, missing) for row in rows]
-    f.flush()
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
 from typing import Callable
 
 import numpy as np
@@ -43,20 +42,18 @@ def score(row: dict, objective: str, slo_ms: float | None) -> float:
 def successive_halving(tasks: list[Task], run_round: Callable[[list[Task]], list[dict]],
                        objective: str, slo_ms: float | None) -> tuple[list[Task], list[str]]:
     """Short measurements of all, then ever longer ones of the better half, per device."""
-    by_device: dict[str, list[Task]] = defaultdict(list)
-    for t in tasks:
-        by_device[t.device].append(t)
+    devices = list(dict.fromkeys(t.device for t in tasks))  # in plan order
     alive = tasks
     scale, stage, log = FIRST_SCALE, 1, []
-    while any(len([t for t in alive if t.device == d]) > 1 for d in by_device):
+    while any(len([t for t in alive if t.device == d]) > 1 for d in devices):
         staged = [dataclasses.replace(t, stage=f"search-{stage}", time_scale=scale) for t in alive]
         rows = {r["task_id"]: r for r in run_round(staged)}
         keep = []
-        for device in by_device:
+        for device in devices:
             mine = sorted((t for t in alive if t.device == device),
                           key=lambda t: score(rows[t.task_id], objective, slo_ms) if t.task_id in rows else -math.inf,
                           reverse=True)
-            n_keep = max(1, math.ceil(len(mine) / 2)) if len(mine) > 1 else 1
+            n_keep = max(1, math.ceil(len(mine) / 2))
             keep += mine[:n_keep]
             log.append(f"search-{stage} ({scale:g}x time) on {device}: kept {n_keep} of {len(mine)}: "
                        + ", ".join(t.label() for t in mine[:n_keep]))

@@ -9,7 +9,7 @@ from pathlib import Path
 from mpibench.console import Progress
 from mpibench.plan import Task
 from mpibench.result import Result
-from mpibench.store import JsonlWriter, Store, read_tasks
+from mpibench.store import JsonlWriter, Store
 
 FINAL = ("ok", "failed", "oom", "unavailable")  # a task with one of these is done; interrupted is not
 
@@ -17,12 +17,16 @@ FINAL = ("ok", "failed", "oom", "unavailable")  # a task with one of these is do
 class Recorder:
     """Writes every Result the moment it arrives (append + flush), so nothing measured is lost."""
 
-    def __init__(self, store: Store, todo: list[Task], jsonl: Path | None = None):
+    def __init__(self, store: Store, jsonl: Path | None = None, overwrite: bool = False):
         self.store = store
-        self.jsonl = JsonlWriter(jsonl) if jsonl else None
-        self.progress = Progress(todo)
+        self.jsonl = JsonlWriter(jsonl, overwrite=overwrite) if jsonl else None
+        self.progress: Progress | None = None
         self.rows: list[dict] = []
         self.t0 = time.monotonic()
+
+    def expect(self, tasks: list[Task]) -> None:
+        """Count progress (done/total, ETA) against these tasks from now on."""
+        self.progress = Progress(tasks)
 
     def __call__(self, result: Result) -> None:
         row = result.row()
@@ -30,7 +34,8 @@ class Recorder:
         if self.jsonl:
             self.jsonl.write(row)
         self.rows.append(row)
-        self.progress.update(row, result.task)
+        if self.progress is not None:
+            self.progress.update(row, result.task)
 
     @property
     def elapsed_s(self) -> float:
@@ -52,12 +57,12 @@ def open_for_resume(path: Path, hosts: list[dict], note: dict) -> tuple[Store, s
     """Reopen a run file to append to it (rebuilding it first if its writer was killed)."""
     from mpibench.recover import recover
 
-    done = final_ids(read_tasks(path))
     try:
         store = Store.reopen(path)
     except OSError:  # a writer killed mid-run leaves the file marked open: rebuild it cleanly
         recover(path)
         store = Store.reopen(path)
+    done = final_ids(store.read("tasks", "task_id", "status"))
     store.add_hosts(hosts)
     resumes = json.loads(store.f.attrs.get("resumes", "[]"))
     store.set_attrs(resumes=json.dumps(resumes + [note]))

@@ -23,17 +23,24 @@ def recover(path: str | Path) -> Path:
     with open_run(path) as src, h5py.File(tmp, "w", libver="latest") as dst:
         for k, v in src.attrs.items():
             dst.attrs[k] = v
-        n_tasks = min(ds.shape[0] for ds in src["tasks"].values())  # a kill may leave one column longer
         for name, obj in src.items():
             src.copy(obj, dst, name=name)
-        for ds in dst["tasks"].values():
-            ds.resize((n_tasks,))
-        if n_tasks:
-            end = int(dst["tasks/raw_offset"][-1] + dst["tasks/raw_count"][-1])
-            for ds in dst["raw"].values():
-                ds.resize((end,))
+        for name, group in dst.items():
+            if name != "raw" and isinstance(group, h5py.Group):
+                _trim(group)  # a kill mid-append may leave one column of any table longer
+        tasks = dst["tasks"]
+        end = int(tasks["raw_offset"][-1] + tasks["raw_count"][-1]) if tasks["task_id"].shape[0] else 0
+        for ds in dst["raw"].values():
+            ds.resize((end,))
     os.replace(tmp, path)
     return path
+
+
+def _trim(group: h5py.Group) -> None:
+    """Cut every column of a table to the shortest: only whole rows are kept."""
+    n = min((ds.shape[0] for ds in group.values()), default=0)
+    for ds in group.values():
+        ds.resize((n,))
 
 
 def _main(argv=None) -> int:

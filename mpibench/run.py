@@ -159,7 +159,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         cfg = _validated(ns, comm)
         topo = discover(comm)
-        binding = bind(comm, topo, cfg.cluster.isolation)
+        binding = bind(topo, cfg.cluster.isolation)
         hosts = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
         rank_info = comm.allgather((topo.node, topo.host))
         oversubscribed = comm.gather(binding.oversubscribed, root=0)

@@ -62,7 +62,7 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
 
     Exit status 0 when every planned task has a final row, 3 when a stop request cut the run short.
     """
-    from mpibench.console import Progress, console, print_summary
+    from mpibench.console import console, print_summary
     from mpibench.coordinator import Coordinator, run_serial
     from mpibench.recorder import Recorder, open_for_resume
     from mpibench.store import Store
@@ -76,22 +76,20 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
         todo = pending(planned, done)
     else:
         store, todo = Store.create(cfg.output.path, attrs, hosts, overwrite=cfg.output.overwrite), planned
-    if cfg.output.jsonl is not None and cfg.output.overwrite and cfg.output.jsonl.exists():
-        cfg.output.jsonl.unlink()
     what = f"{len(todo)} of {len(planned)} tasks left" if resume else f"{len(todo)} tasks"
     console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(hosts)} node(s), "
                   f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
                   f"writing {cfg.output.path}")
-    recorder = Recorder(store, todo, cfg.output.jsonl)
+    recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite)
     coordinator, left = None, list(todo)
     if comm.size > 1:
-        can_start = node_isolation([n for n, _ in rank_info]) if cfg.cluster.isolation == "node" \
-            else (lambda rank, busy: True)
-        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, can_start,
+        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s,
                                   hosts={r: h for r, (_, h) in enumerate(rank_info)})
+        if cfg.cluster.isolation == "node":
+            coordinator.can_start = node_isolation([n for n, _ in rank_info])
 
     def run_tasks(tasks: list[Task], release: bool = True) -> list[Task]:
-        recorder.progress = Progress(tasks)
+        recorder.expect(tasks)
         if coordinator is None:
             return run_serial(tasks, execute, recorder, stop)
         return coordinator.run(tasks, release=release)
@@ -156,7 +154,8 @@ def scaling_run(cfg: Config, comm, hosts, rank_info: list[tuple], executor) -> i
     console.print(f"mpibench {__version__}: scaling {len(tasks)} task(s) over {steps} rank/node counts "
                   f"({len(workers)} measuring ranks), {cfg.measure.min_time_s:g} s windows; "
                   f"writing {cfg.output.path}")
-    recorder, rows = Recorder(store, tasks * sum(len(g.ranks) for g in groups(workers)), cfg.output.jsonl), []
+    recorder, rows = Recorder(store, cfg.output.jsonl, cfg.output.overwrite), []
+    recorder.expect(tasks * sum(len(g.ranks) for g in groups(workers)))
 
     def record_scaling(row: dict) -> None:
         store.append_scaling(row)

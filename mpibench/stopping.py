@@ -23,9 +23,6 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         self.signal = signal.Signals(signum).name
 
-    def set(self, reason: str) -> None:
-        self.signal = self.signal or reason
-
     @property
     def urgent(self) -> bool:
         """SIGTERM means the launcher will kill us in moments: do not wait for in-flight tasks."""

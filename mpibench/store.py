@@ -20,7 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -152,17 +152,34 @@ def _create_columns(group: h5py.Group, columns, chunk: int) -> None:
         ds.attrs["description"] = desc
 
 
-def _append_row(group: h5py.Group, columns, row: dict) -> int:
-    unknown = set(row) - {c[0] for c in columns}
+def _append_rows(group: h5py.Group, columns, data: dict[str, Sequence]) -> int:
+    """Append rows column-wise: one resize and one slice write per dataset, not one per value.
+
+    `data` maps column names to equal-length sequences; a column left out, or a None value, gets the
+    column's missing value. Returns the index of the first new row.
+    """
+    unknown = set(data) - {c[0] for c in columns}
     if unknown:
         raise KeyError(f"unknown columns {sorted(unknown)}")
+    lengths = {len(v) for v in data.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of unequal length {sorted(lengths)}")
+    k = lengths.pop() if lengths else 0
     n = group[columns[0][0]].shape[0]
+    if k == 0:
+        return n
     for name, dtype, _ in columns:
+        missing = _missing(dtype)
         ds = group[name]
-        ds.resize((n + 1,))
-        value = row.get(name, _missing(dtype))
-        ds[n] = value if value is not None else _missing(dtype)
+        ds.resize((n + k,))
+        ds[n:] = [missing if v is None else v for v in data[name]] if name in data else [missing] * k
     return n
+
+
+def _append_dicts(group: h5py.Group, columns, rows: list[dict]) -> int:
+    """Append {column: value} rows (the table's layout applied in one place: `_append_rows`)."""
+    names = dict.fromkeys([*(c[0] for c in columns), *(k for r in rows for k in r)])
+    return _append_rows(group, columns, {k: [r.get(k) for r in rows] for k in names})
 
 
 class Store:
@@ -185,8 +202,7 @@ class Store:
         for k, v in attrs.items():
             f.attrs[k] = v
         _create_columns(f.create_group("hosts"), HOST_COLUMNS, 16)
-        for h in hosts:
-            _append_row(f["hosts"], HOST_COLUMNS, h)
+        _append_dicts(f["hosts"], HOST_COLUMNS, list(hosts))
         _create_columns(f.create_group("tasks"), TASK_COLUMNS, _CHUNK)
         _create_columns(f.create_group("energy"), TRACE_COLUMNS, 1024)
         _create_columns(f.create_group("scaling"), SCALING_COLUMNS, 64)
@@ -212,33 +228,42 @@ class Store:
     def append(self, row: dict, raw_ns: dict[str, np.ndarray] | None = None,
                energy_trace: list[tuple[float, str, float]] | None = None) -> None:
         """Write one task's row, raw samples and counter trace, then flush: then it survives a crash."""
-        for t, domain, value in energy_trace or ():
-            _append_row(self.f["energy"], TRACE_COLUMNS, {"host": row.get("host", ""), "rank": row.get("rank", -1),
-                                                         "task_id": row["task_id"], "time_s": t,
-                                                         "domain": domain, "value_j": value})
+        if energy_trace:
+            times, domains, values = zip(*energy_trace)
+            k = len(times)
+            _append_rows(self.f["energy"], TRACE_COLUMNS, {
+                "host": [row.get("host")] * k, "rank": [row.get("rank")] * k, "task_id": [row["task_id"]] * k,
+                "time_s": times, "domain": domains, "value_j": values})
+        self.append_many([row], [raw_ns])
+
+    def append_many(self, rows: list[dict], raws: list[dict[str, np.ndarray] | None]) -> None:
+        """Task rows with their raw samples (raws[i] for rows[i], None: none), in one write, then flush."""
         raw = self.f["raw"]
         offset = raw[f"{PHASES[0]}_ns"].shape[0]
-        count = 0
-        if raw_ns is not None:
-            count = len(raw_ns[PHASES[0]])
+        counts = [0 if r is None else len(r[PHASES[0]]) for r in raws]
+        if sum(counts):
             for p in PHASES:
                 ds = raw[f"{p}_ns"]
-                ds.resize((offset + count,))
-                ds[offset:] = np.asarray(raw_ns[p], dtype=np.int64)
-        _append_row(self.f["tasks"], TASK_COLUMNS, {**row, "raw_offset": offset, "raw_count": count})
+                ds.resize((offset + sum(counts),))
+                ds[offset:] = np.concatenate([np.asarray(r[p], dtype=np.int64) for r in raws if r is not None])
+        offsets = offset + np.cumsum([0, *counts])[:-1]
+        _append_dicts(self.f["tasks"], TASK_COLUMNS, [{**row, "raw_offset": int(o), "raw_count": c}
+                                                      for row, o, c in zip(rows, offsets, counts, strict=True)])
         self.f.flush()
 
     def append_scaling(self, row: dict) -> None:
-        _append_row(self.f["scaling"], SCALING_COLUMNS, row)
+        _append_dicts(self.f["scaling"], SCALING_COLUMNS, [row])
         self.f.flush()
 
     def add_hosts(self, hosts: Iterable[dict]) -> None:
         """Rows for nodes not in the file yet (a resumed run may land on other nodes)."""
         known = set(self.f["hosts/host"].asstr()[:])
-        for h in hosts:
-            if h["host"] not in known:
-                _append_row(self.f["hosts"], HOST_COLUMNS, h)
+        _append_dicts(self.f["hosts"], HOST_COLUMNS, [h for h in hosts if h["host"] not in known])
         self.f.flush()
+
+    def read(self, group: str, *names: str) -> dict[str, np.ndarray]:
+        """Some columns of a group of the open file, trimmed to the shortest (a killed writer)."""
+        return _read_group(self.f[group], names)
 
     def set_attrs(self, **attrs) -> None:
         for k, v in attrs.items():
@@ -279,9 +304,10 @@ def open_run(path: str | Path) -> h5py.File:
     return f
 
 
-def _read_group(g: h5py.Group) -> dict[str, np.ndarray]:
+def _read_group(g: h5py.Group, names: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Every column of a group (or only `names`), trimmed to the shortest."""
     out = {}
-    for name in g:
+    for name in names or g:
         ds = g[name]
         out[name] = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
     n = min((len(v) for v in out.values()), default=0)  # a killed writer may leave one column longer
@@ -324,12 +350,15 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
 
 
 class JsonlWriter:
-    """One JSON line per task, appended as results arrive (the prototype's format)."""
+    """One JSON line per task, appended as results arrive (the prototype's format).
 
-    def __init__(self, path: Path):
+    An existing file is continued (--resume), or emptied first with overwrite=True (--overwrite).
+    """
+
+    def __init__(self, path: Path, overwrite: bool = False):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "a", encoding="utf-8")
+        self.fh = open(path, "w" if overwrite else "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v))

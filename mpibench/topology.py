@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 from mpibench.hostinfo import cpu_model, memory_gib, nvml_gpus
+from mpibench.mpiutil import quiet_barrier
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,20 @@ class Topology:
     local_size: int
     node_ranks: tuple[int, ...]  # world ranks on this node
     cores: int  # CPUs this rank may run on (its affinity mask)
+    node_cores: tuple[int, ...]  # CPUs any rank of this node may run on (the union of their masks)
 
     @property
     def is_node_leader(self) -> bool:
         return self.local_rank == 0
 
     @property
-    def measuring_ranks_on_node(self) -> int:
+    def measuring_node_ranks(self) -> tuple[int, ...]:
         """Ranks on this node that measure: all but rank 0 when rank 0 only coordinates."""
-        coordinator_here = self.size > 1 and 0 in self.node_ranks
-        return max(1, self.local_size - (1 if coordinator_here else 0))
+        return tuple(r for r in self.node_ranks if not (self.size > 1 and r == 0))
+
+    @property
+    def measuring_ranks_on_node(self) -> int:
+        return max(1, len(self.measuring_node_ranks))
 
     def default_threads(self) -> int:
         """The rank's fair share of its node's cores."""
@@ -42,24 +47,26 @@ class Topology:
     @property
     def measuring_index(self) -> int:
         """This rank's place among the measuring ranks of its node (GPU and core-slice choice)."""
-        measuring = [r for r in self.node_ranks if not (self.size > 1 and r == 0)]
+        measuring = self.measuring_node_ranks
         return measuring.index(self.rank) if self.rank in measuring else 0
 
 
 def discover(comm: MPI.Comm) -> Topology:
     node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
-    node_ranks = tuple(node_comm.allgather(comm.rank))
-    leaders = sorted(set(comm.allgather(min(node_ranks))))
+    mine = os.sched_getaffinity(0)
+    node = node_comm.allgather((comm.rank, mine))
     node_comm.Free()
+    node_ranks = tuple(r for r, _ in node)
+    leaders = sorted(set(comm.allgather(min(node_ranks))))
     return Topology(
         rank=comm.rank, size=comm.size, host=socket.gethostname(),
         node=leaders.index(min(node_ranks)), n_nodes=len(leaders),
         local_rank=node_ranks.index(comm.rank), local_size=len(node_ranks),
-        node_ranks=node_ranks, cores=len(os.sched_getaffinity(0)),
+        node_ranks=node_ranks, cores=len(mine), node_cores=tuple(sorted(set().union(*(c for _, c in node)))),
     )
 
 
-def host_facts(topo: Topology, energy_backend: str = "none", idle_s: float = 0.0) -> dict:
+def host_facts(topo: Topology, energy_backend: str, idle_s: float) -> dict:
     """One /hosts row, collected by a node's leader (with its idle power, while every rank waits)."""
     idle, status = idle_power(energy_backend, idle_s)
     return {
@@ -88,10 +95,14 @@ def idle_power(backend: str, seconds: float) -> tuple[dict[str, float], str]:
         meter.close()
 
 
-def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str = "none",
-                 idle_s: float = 0.0) -> list[dict] | None:
-    """Every node's facts at rank 0 (None elsewhere), in node order."""
+def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str, idle_s: float) -> list[dict] | None:
+    """Every node's facts at rank 0 (None elsewhere), in node order. Collective over comm.
+
+    The other ranks sleep in a quiet barrier while the leaders measure idle power: a blocking
+    gather would spin on their cores and count in the idle baseline.
+    """
     facts = host_facts(topo, energy_backend, idle_s) if topo.is_node_leader else None
+    quiet_barrier(comm)
     rows = comm.gather((topo.node, facts), root=0)
     if comm.rank != 0:
         return None
@@ -121,16 +132,13 @@ def split_cores(node_cores: list[int], n_ranks: int, index: int, isolation: str)
     return tuple(cores[start:start + base + (1 if index < extra else 0)]), False
 
 
-def bind(comm: MPI.Comm, topo: Topology, isolation: str) -> Binding:
-    """Pin each measuring rank to its core slice (collective over the node); rank 0 is left alone."""
-    node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
-    union = sorted(set().union(*node_comm.allgather(os.sched_getaffinity(0))))
-    node_comm.Free()
-    measuring = not (topo.size > 1 and topo.rank == 0)
-    if isolation == "none" or not measuring:
+def bind(topo: Topology, isolation: str) -> Binding:
+    """Pin each measuring rank to its core slice of the node's cores (`discover` gathered them);
+    rank 0 is left alone."""
+    if isolation == "none" or topo.rank not in topo.measuring_node_ranks:
         mine = tuple(sorted(os.sched_getaffinity(0)))
         return Binding(mine, topo.default_threads(), False)
-    cores, over = split_cores(union, topo.measuring_ranks_on_node, topo.measuring_index, isolation)
+    cores, over = split_cores(topo.node_cores, topo.measuring_ranks_on_node, topo.measuring_index, isolation)
     os.sched_setaffinity(0, cores)
     return Binding(cores, len(cores), over)
 

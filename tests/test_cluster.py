@@ -180,3 +180,17 @@ def test_device_isolation_gives_disjoint_core_slices(tmp_path):
     if (os.cpu_count() or 1) >= 2 and len(by_rank) == 2:
         a, b = (set(by_rank[r].split(",")) for r in sorted(by_rank))
         assert not a & b, by_rank
+
+
+SYNTHETIC = ["--model", "synthetic", "--batch-sizes", "1", "--seq-lens", "64", "--warmup-s", "0", "--min-time", "0.2"]
+
+
+def test_scaling_overwrite_starts_the_jsonl_again(tmp_path):
+    out, jsonl = tmp_path / "scaling.h5", tmp_path / "scaling.jsonl"
+    out.write_bytes(b"last week")
+    jsonl.write_text('{"task_id": 99, "stale": true}\n')
+    proc = run_cli([*SYNTHETIC, "--mode", "scaling", "--output", out, "--jsonl", jsonl, "--overwrite"], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(lines) == len(read_tasks(out)["task_id"]) == 3  # 1 rank, then 2 ranks at once
+    assert all("stale" not in x for x in lines)

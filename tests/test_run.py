@@ -77,6 +77,32 @@ def test_one_rank_serial(tmp_path):
     assert "[2/2]" in proc.stdout and "ETA" in proc.stdout
 
 
+def test_overwrite_starts_the_jsonl_again(tmp_path):
+    out, jsonl = tmp_path / "o.h5", tmp_path / "o.jsonl"
+    jsonl.write_text('{"task_id": 99, "stale": true}\n')
+    proc = run_cli(["--model", "synthetic", "--batch-sizes", "1,2", "--seq-lens", "64", "--warmup-s", "0",
+                    "--min-time", "0.1", "--output", out, "--jsonl", jsonl, "--overwrite"])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(json.loads(x)["task_id"] for x in jsonl.read_text().splitlines()) == [0, 1]
+    assert "[2/2]" in proc.stdout
+
+
+def test_measuring_ranks_leave_out_only_a_coordinating_rank_0():
+    from mpibench.topology import Topology
+
+    def topo(rank, size, node_ranks):
+        return Topology(rank=rank, size=size, host="n", node=0, n_nodes=1, local_rank=node_ranks.index(rank),
+                        local_size=len(node_ranks), node_ranks=node_ranks, cores=8, node_cores=tuple(range(8)))
+
+    lead = topo(0, 4, (0, 1, 2))
+    assert lead.measuring_node_ranks == (1, 2) and lead.measuring_ranks_on_node == 2
+    assert lead.measuring_index == 0 and lead.default_threads() == 4
+    assert topo(2, 4, (0, 1, 2)).measuring_index == 1
+    assert topo(3, 4, (3,)).measuring_node_ranks == (3,)  # another node: every rank measures
+    alone = topo(0, 1, (0,))  # one rank: it coordinates and measures
+    assert alone.measuring_node_ranks == (0,) and alone.default_threads() == 8
+
+
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     out = tmp_path / "never.h5"
     proc = run_cli(["--config", TINY, "--output", out, "--dry-run"])

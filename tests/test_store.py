@@ -11,7 +11,9 @@ import pytest
 
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
-from mpibench.store import TASK_COLUMNS, JsonlWriter, Store, open_run, read_attrs, read_hosts, read_raw, read_tasks
+from mpibench.recover import recover
+from mpibench.store import (TASK_COLUMNS, JsonlWriter, Store, open_run, read_attrs, read_energy_trace, read_hosts,
+                            read_raw, read_tasks)
 
 HOST = {"host": "n1", "cpu_model": "X", "cores": 2, "memory_gib": 4.0, "gpus": "[]", "ranks": "0,1"}
 
@@ -96,3 +98,75 @@ def test_jsonl_writes_nan_as_null(tmp_path):
     w.write({"a": float("nan"), "b": np.int64(3)})
     w.close()
     assert (tmp_path / "x.jsonl").read_text() == '{"a": null, "b": 3}\n'
+
+
+def test_energy_trace_is_written_column_wise_with_missing_values(tmp_path):
+    path = tmp_path / "e.h5"
+    s = Store.create(path, {}, [HOST])
+    trace = [(1.0 + i, "cpu-package-0" if i % 2 else "gpu-x", float(i)) for i in range(1200)]
+    s.append({"task_id": 0, "status": "ok", "host": "n1", "rank": 1, "n_iters": 2}, raw(2, 0), trace)
+    s.append({"task_id": 1, "status": "failed"}, None, [(5.0, "dram-0", 7.0)])  # no host, no rank
+    with pytest.raises(KeyError, match="unknown columns"):
+        s.append({"task_id": 2, "nonsense": 1})
+    s.close()
+    e = read_energy_trace(path)
+    assert len(e["time_s"]) == 1201
+    assert list(e["time_s"][:1200]) == [t for t, _, _ in trace]
+    assert list(e["domain"][:3]) == ["gpu-x", "cpu-package-0", "gpu-x"]
+    assert set(e["task_id"][:1200]) == {0} and set(e["host"][:1200]) == {"n1"}
+    assert (e["host"][1200], e["rank"][1200], e["task_id"][1200], e["value_j"][1200]) == ("", -1, 1, 7.0)
+    assert list(read_tasks(path)["task_id"]) == [0, 1]  # the refused row wrote nothing
+
+
+def test_append_many_writes_what_append_writes(tmp_path):
+    rows = [{"task_id": 0, "status": "ok", "n_iters": 5, "throughput_sps": 1.5},
+            {"task_id": 1, "status": "failed", "message": "rank 1 on n1: boom", "throughput_sps": None},
+            {"task_id": 2, "status": "ok", "n_iters": 3, "converged": True}]
+    raws = [raw(5, 1), None, raw(3, 2)]
+    one, many = Store.create(tmp_path / "one.h5", {}, [HOST]), Store.create(tmp_path / "many.h5", {}, [HOST])
+    for r, x in zip(rows, raws):
+        one.append(r, x)
+    many.append_many(rows[:1], raws[:1])
+    many.append_many(rows[1:], raws[1:])
+    one.close(), many.close()
+    a, b = read_tasks(tmp_path / "one.h5"), read_tasks(tmp_path / "many.h5")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert list(b["raw_offset"]) == [0, 5, 5] and list(b["raw_count"]) == [5, 0, 3]
+    np.testing.assert_array_equal(read_raw(tmp_path / "many.h5", 5, 3)["forward"], raws[2]["forward"])
+
+
+def test_recover_trims_every_table_to_whole_rows(tmp_path):
+    path = tmp_path / "uneven.h5"
+    s = Store.create(path, {}, [HOST])
+    s.append({"task_id": 0, "status": "ok", "n_iters": 2, "host": "n1", "rank": 1}, raw(2, 0),
+             [(1.0, "cpu-package-0", 10.0), (2.0, "cpu-package-0", 11.0)])
+    s.close()
+    with h5py.File(path, "r+") as f:  # as a kill between two column writes of the trace leaves it
+        for name in ("time_s", "domain"):
+            f[f"energy/{name}"].resize((3,))
+        f["hosts/host"].resize((2,))
+    recover(path)
+    with h5py.File(path, "r") as f:
+        for group in ("energy", "hosts", "tasks", "scaling"):
+            assert len({ds.shape[0] for ds in f[group].values()}) == 1, group
+        assert f["energy/time_s"].shape == (2,) and f["hosts/host"].shape == (1,)
+    s = Store.reopen(path)  # later appends line up again
+    s.append({"task_id": 1, "status": "ok", "n_iters": 1, "host": "n1", "rank": 1}, raw(1, 1),
+             [(3.0, "cpu-package-0", 12.0)])
+    s.close()
+    e = read_energy_trace(path)
+    assert list(e["time_s"]) == [1.0, 2.0, 3.0] and list(e["task_id"]) == [0, 0, 1]
+
+
+def test_jsonl_overwrite_starts_the_file_again(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"old": 1}\n')
+    w = JsonlWriter(path)
+    w.write({"a": 1})
+    w.close()
+    assert path.read_text() == '{"old": 1}\n{"a": 1}\n'  # --resume continues it
+    w = JsonlWriter(path, overwrite=True)
+    w.write({"b": 2})
+    w.close()
+    assert path.read_text() == '{"b": 2}\n'
