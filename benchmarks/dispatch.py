@@ -42,12 +42,12 @@ def main() -> int:
 
     from mpi4py import MPI
 
-    from mpibench.coordinator import Coordinator
-    from mpibench.mpiutil import quiet_barrier
+    from mpibench.cluster.coordinator import Coordinator
+    from mpibench.cluster.mpi import quiet_barrier
+    from mpibench.cluster.worker import serve
     from mpibench.plan import Task
     from mpibench.result import Result
     from mpibench.stopping import StopFlag
-    from mpibench.worker import serve
 
     comm = MPI.COMM_WORLD
     workers = comm.size - 1

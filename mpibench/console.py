@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from mpibench.plan import Task
+from mpibench.task import DEFAULTS, DIMENSIONS, Task, format_label
 
 # Plain text at a fixed minimum width: output usually lands in job logs (mpirun, Slurm), not terminals.
 console = Console(file=sys.stdout, highlight=False, color_system=None, soft_wrap=True,
@@ -59,30 +59,34 @@ class Progress:
                       f"{what} | {fmt_duration(elapsed)} ETA {fmt_duration(eta)}")
 
 
+#: The summary's columns name these dimensions; the rest of a configuration reads as its "variant".
+_SHOWN = ("model", "device", "precision", "batch_size", "seq_len", "threads")
+
+
 def _variant(r: dict) -> str:
-    parts = [r.get("scenario", "offline")]
-    parts += [x for x, default in ((r.get("backend"), "eager"), (r.get("attention"), "sdpa")) if x and x != default]
-    return " ".join(parts)
+    """`server rate=20/s`, `offline compile attn=eager`: the dimensions the columns do not show."""
+    rest = format_label(r, omit=(*_SHOWN, "scenario"))
+    return " ".join(filter(None, (r.get("scenario", DEFAULTS["scenario"]), rest)))
 
 
 def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
-    """Per device and precision: the best batch size by throughput, beside batch size 1."""
+    """Per configuration but the batch size: the best batch size by throughput, beside the smallest."""
     by = defaultdict(list)
     status_count: dict[str, int] = defaultdict(int)
     for r in rows:
         status_count[r["status"]] += 1
         if r["status"] == "ok" and r.get("stage", "") in ("", "final"):  # not --optimal's search rows
-            by[(r["device"], r["precision"], r["seq_len"], r["threads"],
-                _variant(r))].append(r)
+            by[tuple(r[d] for d in DIMENSIONS if d != "batch_size")].append(r)
     table = Table(title="Best batch size by throughput (end to end)")
     for col in ("device", "precision", "seq", "threads", "scenario", "best batch", "samples/s",
                 "95% CI (ms)", "p99 ms", "vs smallest batch"):
         table.add_column(col, justify="right" if col not in ("device", "precision", "scenario") else "left")
-    for (dev, prec, seq, thr, variant), rs in sorted(by.items()):
+    for _, rs in sorted(by.items()):
         best = max(rs, key=lambda r: r["throughput_sps"])
         smallest = min(rs, key=lambda r: r["batch_size"])
         gain = best["throughput_sps"] / smallest["throughput_sps"]
-        table.add_row(dev, prec, str(seq), str(thr), variant, str(best["batch_size"]),
+        table.add_row(best["device"], best["precision"], str(best["seq_len"]), str(best["threads"]),
+                      _variant(best), str(best["batch_size"]),
                       f"{best['throughput_sps']:.1f}",
                       f"{best['e2e_ci_low_ms']:.2f}-{best['e2e_ci_high_ms']:.2f}",
                       f"{best['e2e_p99_ms']:.2f}",
@@ -109,7 +113,7 @@ def print_scaling(rows: list[dict]) -> None:
     for col in ("task", "by", "ranks", "nodes", "aggregate samples/s", "per rank", "efficiency"):
         table.add_column(col, justify="left" if col in ("task", "by") else "right")
     for r in rows:
-        table.add_row(f"{r['device']} {r['precision']} bs={r['batch_size']} seq={r['seq_len']}", r["by"],
+        table.add_row(format_label(r, omit=("threads", "model")), r["by"],
                       str(r["n_ranks"]), str(r["n_nodes"]), f"{r['aggregate_throughput_sps']:.1f}",
                       f"{r['per_rank_throughput_sps']:.1f}", f"{r['efficiency']:.2f}")
     console.print(table)

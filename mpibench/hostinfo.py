@@ -43,12 +43,13 @@ def nvml_gpus() -> list[dict]:
         out = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            out.append({"name": _s(pynvml.nvmlDeviceGetName(h)), "uuid": _s(pynvml.nvmlDeviceGetUUID(h)),
+            out.append({"name": text(pynvml.nvmlDeviceGetName(h)), "uuid": text(pynvml.nvmlDeviceGetUUID(h)),
                         "memory_gib": pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30})
         return out
     finally:
         pynvml.nvmlShutdown()
 
 
-def _s(v) -> str:
+def text(v) -> str:
+    """A string from what NVML returns: bytes from old bindings, str from new ones."""
     return v.decode() if isinstance(v, bytes) else str(v)

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from mpibench.errors import UsageError
-from mpibench.plan import Task
+from mpibench.task import DIMENSIONS, Task
 
 FINAL_SCALE = 3.0
 FIRST_SCALE = 0.25
@@ -73,8 +73,7 @@ def from_file(path, planned: list[Task], objective: str, slo_ms: float | None) -
         if c.get("batch_size") is None:
             log.append(f"{c.get('device')}: nothing to choose: {c.get('reason')}")
             continue
-        match = [t for t in planned if (t.device, t.precision, t.batch_size, t.seq_len) ==
-                 (c["device"], c["precision"], c["batch_size"], c["seq_len"])]
+        match = [t for t in planned if _describes(c, t)]
         if match:
             picked.append(dataclasses.replace(match[0], stage="final", time_scale=FINAL_SCALE))
             log.append(f"{c['device']}: {match[0].label()} ({c.get('reason', '')})")
@@ -82,3 +81,10 @@ def from_file(path, planned: list[Task], objective: str, slo_ms: float | None) -
         raise UsageError(f"--optimal {path}: no configuration can be chosen for objective {objective!r}: "
                          + "; ".join(log))
     return picked, log
+
+
+def _describes(chosen: dict, task: Task) -> bool:
+    """The chosen configuration is this task's: every dimension the file has matches, threads 0
+    ("auto" in the plan) any count."""
+    return all(chosen.get(d) in (None, "") or chosen[d] == getattr(task, d)
+               or (d == "threads" and not task.threads) for d in DIMENSIONS)

@@ -3,52 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
 
 from mpibench.config import ARCHITECTURES, Config, best_half_precision
 from mpibench.flops import distilbert_flops_per_sample
+from mpibench.task import Task
 
 #: A rough CPU rate for ordering and the --dry-run estimate only; never reported as a result.
 _ASSUMED_FLOPS = {"cpu": 50e9, "cuda": 20e12}
 _MODEL_BUILD_S = 2.0
-
-
-@dataclass(frozen=True)
-class Task:
-    """One configuration to measure. Frozen and hashable: the unit rank 0 hands out."""
-
-    task_id: int
-    model: str
-    device: str
-    precision: str
-    batch_size: int
-    seq_len: int
-    threads: int
-    est_cost_s: float = 0.0
-    scenario: str = "offline"  # offline, single-stream or server
-    backend: str = "eager"  # eager or compile (torch.compile)
-    attention: str = "sdpa"  # the attention implementation: sdpa or eager
-    rate_sps: float = 0.0  # server: the arrival rate; 0 = search the highest rate under the SLO
-    stage: str = ""  # --optimal: search-N (short measurements) or final
-    time_scale: float = 1.0  # --optimal: measure this many times longer (or shorter) than configured
-
-    @property
-    def key(self) -> tuple:
-        """What identifies a configuration across runs (for comparisons)."""
-        return (self.model, self.device, self.precision, self.batch_size, self.seq_len, self.threads,
-                self.scenario, self.backend, self.attention, self.rate_sps)
-
-    def label(self, threads: int | None = None) -> str:
-        thr = threads or self.threads or "auto"
-        extra = "".join(f" {x}" for x, default in ((self.scenario, "offline"), (self.backend, "eager"),
-                                                   (f"attn={self.attention}", "attn=sdpa")) if x != default)
-        rate = f" rate={self.rate_sps:g}/s" if self.scenario == "server" and self.rate_sps else ""
-        stage = f" [{self.stage}]" if self.stage else ""
-        return (f"{self.device} {self.precision} bs={self.batch_size} seq={self.seq_len} "
-                f"threads={thr}{extra}{rate}{stage}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def precisions_for(cfg: Config, device: str, bf16_supported: bool | None = None) -> list[str]:

@@ -1,4 +1,8 @@
-"""What a worker sends back for one Task: status, metrics and the raw per-iteration times."""
+"""What a worker sends back for one Task: status, metrics and the raw per-iteration times.
+
+The columns a Result fills are declared here, once; with the Task's own columns (mpibench.task) they
+make the /tasks table. The /scaling table's columns are declared here too.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,87 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mpibench.plan import Task
+from mpibench.stats import PHASES
+from mpibench.task import TASK_FIELD_COLUMNS, Column, Task
 
 STATUSES = ("ok", "failed", "oom", "unavailable", "interrupted")
+
+#: Where and how the task ran, and what was measured: every /tasks column a Result fills.
+RESULT_COLUMNS: tuple[Column, ...] = (
+    Column("rank", "i8", "MPI rank that measured the task"),
+    Column("host", "str", "hostname of that rank"),
+    Column("status", "str", "ok, failed, oom, unavailable or interrupted"),
+    Column("message", "str", "why, when status is not ok (with rank and host)"),
+    Column("weights", "str", "pretrained (local files) or random-init (same architecture and speed)"),
+    Column("precision_mode", "str", "how the precision is applied: cast (weights and activations in it)"),
+    Column("preprocess_mode", "str", "inline (tokenised in the timed loop) or ahead (tokenised before timing)"),
+    Column("compile_s", "f8", "backend compile: seconds of the first call (compilation), apart from warm-up"),
+    Column("device_name", "str", "the device as the rank saw it (CPU model or GPU name)"),
+    Column("bound_device", "str", "the torch device the task ran on (cuda resolved to the rank's own GPU)"),
+    Column("cores", "str", "CPU cores the rank was pinned to, e.g. 0-3"),
+    Column("n_iters", "i8", "measured iterations (raw samples per phase)"),
+    Column("converged", "?", "the stopping rule was met before max_time"),
+    Column("cold_ms", "f8", "end-to-end time of the very first call"),
+    Column("warmup_iters", "i8", "warm-up iterations run after the cold call"),
+    Column("measure_s", "f8", "wall time of the measured iterations"),
+    Column("throughput_sps", "f8", "samples per second, end to end (batch_size / e2e_mean)"),
+    Column("forward_throughput_sps", "f8", "samples per second of the forward phase alone"),
+    *[Column(f"e2e_{s}_ms", "f8", f"end-to-end latency per batch: {s}")
+      for s in ("mean", "std", "p50", "p90", "p99", "min", "max")],
+    Column("e2e_ci_low_ms", "f8", "95 % CI of the median end-to-end latency: low"),
+    Column("e2e_ci_high_ms", "f8", "95 % CI of the median end-to-end latency: high"),
+    *[Column(f"{p}_{s}_ms", "f8", f"{p} phase: {s}") for p in PHASES for s in ("mean", "p50", "p99")],
+    Column("percentile_note", "str", "which latency percentiles were withheld for too few samples (MLPerf rule)"),
+    Column("server_rate_sps", "f8", "server: the arrival rate reported (planned, or the highest under the SLO)"),
+    Column("server_achieved_sps", "f8", "server: requests completed per second at that rate"),
+    Column("server_requests", "i8", "server: requests served at that rate"),
+    Column("server_mean_ms", "f8", "server: mean request latency, arrival to completion (queueing included)"),
+    Column("server_p50_ms", "f8", "server: median request latency"),
+    Column("server_p90_ms", "f8", "server: p90 request latency (NaN under 64 requests)"),
+    Column("server_p99_ms", "f8", "server: p99 request latency (NaN under 662 requests)"),
+    Column("server_slo_ms", "f8", "server search: the p99 bound searched under"),
+    Column("server_search", "str", "server search: JSON [[rate, p99_ms], ...] of every rate tried"),
+    Column("server_mean_batch", "f8", "server: mean batch size the queue formed"),
+    Column("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
+    Column("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
+    Column("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate "
+                                "(CPUs)"),
+    Column("mfu", "f8", "model FLOPs utilisation: achieved_tflops / peak_tflops (NaN: peak unknown)"),
+    Column("peak_source", "str", "where peak_tflops comes from, or why it is unknown"),
+    Column("energy_j", "f8", "energy of the measured window, J (NaN where not measured)"),
+    Column("energy_cpu_j", "f8", "CPU package energy, J"),
+    Column("energy_dram_j", "f8", "DRAM energy, J"),
+    Column("energy_gpu_j", "f8", "GPU energy, J"),
+    Column("j_per_sample", "f8", "energy_j per sample measured"),
+    Column("energy_status", "str", "ok, shared, or why energy is NaN (unavailable, absent, permission, ...)"),
+    Column("energy_method", "str", "counter, sampled, estimated or none"),
+    Column("start_time", "f8", "task start, Unix seconds"),
+    Column("end_time", "f8", "task end, Unix seconds"),
+    Column("scaling_ranks", "i8", "--mode scaling: ranks measuring this task at once (-1 in a sweep)"),
+    Column("raw_offset", "i8", "first row of this task in /raw/*_ns"),
+    Column("raw_count", "i8", "rows of this task in /raw/*_ns (= n_iters)"),
+)
+
+#: The /tasks table: the task's own columns, then what its Result adds.
+TASK_COLUMNS: tuple[Column, ...] = TASK_FIELD_COLUMNS + RESULT_COLUMNS
+
+#: The /scaling table (--mode scaling): one row per task and rank (or node) count.
+SCALING_COLUMNS: tuple[Column, ...] = (
+    Column("task_id", "i8", "the task (configuration) being scaled"),
+    *(c for c in TASK_FIELD_COLUMNS if c.name not in ("task_id", "stage")),
+    Column("by", "str", "ranks (1, 2, 4, ... ranks, filling nodes in order) or nodes (all ranks of 1, 2, ... "
+                        "nodes)"),
+    Column("n_ranks", "i8", "ranks measuring the task at once"),
+    Column("n_nodes", "i8", "nodes those ranks are on"),
+    Column("ranks", "str", "the ranks, comma-separated"),
+    Column("window_s", "f8", "the common measurement window, s"),
+    Column("aggregate_throughput_sps", "f8", "sum of the ranks' throughputs, samples/s"),
+    Column("per_rank_throughput_sps", "f8", "aggregate / n_ranks"),
+    Column("min_rank_throughput_sps", "f8", "slowest rank"),
+    Column("max_rank_throughput_sps", "f8", "fastest rank"),
+    Column("efficiency", "f8", "aggregate / (n_ranks x the one-rank throughput)"),
+    Column("status", "str", "ok, or failed when a rank did not measure"),
+)
 
 
 @dataclass
@@ -27,12 +109,8 @@ class Result:
 
     def row(self) -> dict:
         """The /tasks row: task parameters, where it ran, how it went, what was measured."""
-        t = self.task
         return {
-            "task_id": t.task_id, "model": t.model, "device": t.device, "precision": t.precision,
-            "batch_size": t.batch_size, "seq_len": t.seq_len, "threads": t.threads,
-            "scenario": t.scenario, "backend": t.backend, "attention": t.attention, "rate_sps": t.rate_sps,
-            "stage": t.stage,
+            **self.task.columns(),
             "rank": self.rank, "host": self.host, "status": self.status, "message": self.message,
             "start_time": self.start_time, "end_time": self.end_time,
             **self.metrics,

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
 import yaml
 
 from mpibench import __version__
 from mpibench.cli import (Parser, add_config_flags, check_output, launcher_rank, launcher_size,
-                          load_config)
-from mpibench.config import Config
+                          load_config, overrides)
+from mpibench.config import Config, build, merge
 from mpibench.errors import UsageError
 from mpibench.plan import estimate_total, expand
-from mpibench.session import coordinate_run, scaling_run
-from mpibench.stopping import StopFlag
 
 EPILOG = """examples:
   python -m mpibench.run --config configs/quick.yaml --dry-run
@@ -29,6 +26,7 @@ EPILOG = """examples:
 
 Flags override the YAML file; every flag is also a YAML field (shown as section options below).
 Exit status: 0 done, 2 bad input (nothing written), 1 an unexpected error."""
+
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m mpibench.run", epilog=EPILOG,
@@ -64,27 +62,33 @@ def _dry_run(cfg: Config) -> int:
 
 
 def _resolve(ns) -> Config:
-    """The config of this run: from files and flags, or (with --resume) the one stored in the file."""
-    if ns.optimal:  # the file's own sweep, with flags on top; a new output file
-        from mpibench.config import build, merge
-        from mpibench.cli import overrides
-        from mpibench.store import read_attrs
+    """The config of this run: from files and flags, or the one stored in the file (--optimal, --resume)."""
+    if ns.optimal:
+        return _optimal_config(ns)
+    if ns.resume is not None:
+        return _resume_config(ns)
+    cfg = load_config(ns.config, ns)
+    check_output(cfg.output.path, overwrite=cfg.output.overwrite)
+    jsonl = cfg.output.jsonl
+    if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:
+        raise UsageError(f"--jsonl: {str(jsonl)!r} already exists; pass --overwrite or choose another path")
+    return cfg
 
-        stored = yaml.safe_load(read_attrs(ns.optimal)["config_yaml"])
-        stored["output"] = {"path": str(Path(ns.optimal).with_name(Path(ns.optimal).stem + "-optimal.h5")),
-                            "overwrite": False, "jsonl": None}
-        cfg = build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
-        check_output(cfg.output.path, overwrite=cfg.output.overwrite)
-        return cfg
-    if ns.resume is None:
-        cfg = load_config(ns.config, ns)
-        check_output(cfg.output.path, overwrite=cfg.output.overwrite)
-        jsonl = cfg.output.jsonl
-        if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:
-            raise UsageError(f"--jsonl: {str(jsonl)!r} already exists; pass --overwrite or choose "
-                             "another path")
-        return cfg
-    from mpibench.config import build
+
+def _optimal_config(ns) -> Config:
+    """--optimal RUN.h5: the file's own sweep, with flags on top; a new output file beside it."""
+    from mpibench.store import read_attrs
+
+    stored = yaml.safe_load(read_attrs(ns.optimal)["config_yaml"])
+    stored["output"] = {"path": str(Path(ns.optimal).with_name(Path(ns.optimal).stem + "-optimal.h5")),
+                        "overwrite": False, "jsonl": None}
+    cfg = build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
+    check_output(cfg.output.path, overwrite=cfg.output.overwrite)
+    return cfg
+
+
+def _resume_config(ns) -> Config:
+    """--resume RUN.h5: the stored config, appending to the same file."""
     from mpibench.store import read_attrs
 
     check_output(ns.resume, overwrite=False, resume=True)
@@ -99,107 +103,15 @@ def _resolve(ns) -> Config:
     return build(stored, source=f"--resume {ns.resume}")
 
 
-def _validated(ns, comm) -> Config:
-    """Rank 0 validates the input; every rank learns the verdict, so none is left waiting."""
-    verdict: Config | UsageError | None = None
-    if comm.rank == 0:
-        try:
-            verdict = _resolve(ns)
-        except UsageError as err:
-            verdict = err
-    verdict = comm.bcast(verdict, root=0)
-    if isinstance(verdict, UsageError):
-        raise verdict  # on every rank: they report it together
-    return verdict
-
-
-def make_executor(cfg: Config, topo, binding, stop):
-    """The measuring side of a rank. Energy counts as the task's own only where the rank had the
-    hardware alone: its node's CPUs (isolation node, or one measuring rank), its GPU (no more
-    measuring ranks on the node than GPUs)."""
-    from mpibench.topology import format_cores
-
-    if cfg.model.name == "synthetic":
-        from mpibench.synthetic import SyntheticExecutor
-
-        return SyntheticExecutor(cfg, topo.rank, topo.host, stop, format_cores(binding.cores))
-    import torch  # imported here, on measuring ranks only: bad input is rejected before this
-
-    from mpibench.inference.execute import Executor
-
-    alone = cfg.cluster.isolation == "node"
-    ranks = topo.measuring_ranks_on_node
-    return Executor(cfg, topo.rank, topo.host, binding.threads, should_stop=stop,
-                    cpu_exclusive=alone or ranks == 1,
-                    gpu_exclusive=alone or ranks <= max(1, torch.cuda.device_count()),
-                    cores=format_cores(binding.cores), gpu_index=topo.measuring_index)
-
-
-def _check_energy(comm, executor) -> None:
-    """A backend named with --energy that cannot read on some rank stops the run before it starts."""
-    problems = [p for p in comm.allgather(executor.check_energy() if executor else None) if p]
-    if problems:
-        raise UsageError(problems[0])
-
-
 def _main(argv: list[str] | None = None) -> int:
+    """Parse, then either print the plan or hand the run to the cluster layer (which validates on rank 0)."""
     ns = build_parser().parse_args(argv)
     if ns.dry_run:
         return _dry_run(load_config(ns.config, ns))
+    from mpibench.cluster.launch import launch
+    from mpibench.cluster.session import Options
 
-    from mpi4py import MPI
-
-    from mpibench.mpiutil import quiet_barrier
-    from mpibench.topology import bind, discover, gather_hosts
-    from mpibench.worker import WorkerStop, serve
-
-    comm = MPI.COMM_WORLD
-    stop = StopFlag().install()
-    executor = None
-    try:
-        cfg = _validated(ns, comm)
-        topo = discover(comm)
-        binding = bind(topo, cfg.cluster.isolation)
-        hosts = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
-        rank_info = comm.allgather((topo.node, topo.host))
-        oversubscribed = comm.gather(binding.oversubscribed, root=0)
-        if comm.rank == 0:
-            if any(oversubscribed):
-                print("warning: more measuring ranks than cores on a node: ranks share cores and "
-                      "their figures disturb each other; use fewer ranks per node or "
-                      "--isolation node", file=sys.stderr)
-            executor = make_executor(cfg, topo, binding, stop) if comm.size == 1 else None
-            _check_energy(comm, executor)
-            quiet_barrier(comm)  # every worker is ready: they start pulling together
-            if cfg.cluster.mode == "scaling":
-                code = scaling_run(cfg, comm, hosts, rank_info, executor)
-            else:
-                optimal = None if ns.optimal is None else {
-                    "file": ns.optimal or None, "objective": ns.objective,
-                    "slo_ms": cfg.server.latency_slo_ms if ns.objective == "latency" else None}
-                code = coordinate_run(cfg, comm, topo, hosts, rank_info, stop, ns.resume is not None,
-                                      executor.run if executor else None, optimal)
-        else:
-            executor = make_executor(cfg, topo, binding, WorkerStop(comm, stop))
-            _check_energy(comm, executor)
-            quiet_barrier(comm)
-            if cfg.cluster.mode == "scaling":
-                code = scaling_run(cfg, comm, hosts, rank_info, executor)
-            else:
-                serve(comm, executor.run)
-                code = 0
-        if executor:
-            executor.close()
-        quiet_barrier(comm)
-        return code
-    except (UsageError, SystemExit):
-        raise  # see main(): every rank has the same error
-    except BaseException:
-        if comm.size > 1:  # one rank's crash must end the job, not hang it
-            sys.stderr.write(f"rank {comm.rank}: unexpected error\n{traceback.format_exc()}")
-            sys.stderr.flush()
-            comm.Abort(1)
-        raise
+    return launch(lambda: _resolve(ns), Options(ns.resume is not None, ns.optimal, ns.objective))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,16 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except UsageError as err:
         if launcher_size() > 1:
-            from mpi4py import MPI
+            from mpibench.cluster.launch import report_together
 
-            from mpibench.mpiutil import quiet_barrier
-
-            if MPI.COMM_WORLD.rank == 0:
-                print(f"error: {err}", file=sys.stderr, flush=True)
-            quiet_barrier(MPI.COMM_WORLD)  # the launcher kills the job at the first exit
+            report_together(err)
         else:
             print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Statistics from raw per-iteration times, in one place: percentiles, the median's CI, summaries.
+"""Statistics from raw per-iteration times, in one place: percentiles, order-statistics CIs, summaries.
 
 numpy only (the analysis side uses this too, on a laptop).
 """
@@ -11,23 +11,34 @@ from dataclasses import dataclass
 import numpy as np
 
 PHASES = ("preprocess", "h2d", "forward", "postprocess")
-_Z95 = 1.959963984540054
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: two-sided 95 %
 
 
-def median_ci(x: np.ndarray, conf_z: float = _Z95) -> tuple[float, float]:
-    """Distribution-free CI of the median from order statistics (binomial, normal approximation).
+def quantile_ci(sorted_x: np.ndarray, q: float, z: float = Z95, *, clip: bool = False) -> tuple[float, float]:
+    """Distribution-free CI of the q-quantile from order statistics (binomial, normal approximation).
 
-    With n sorted samples the interval is [x_(l), x_(u)], l = floor((n - z*sqrt(n)) / 2),
-    u = ceil(1 + (n + z*sqrt(n)) / 2) (1-based). Too few samples for a 95 % interval give (-inf, inf).
+    With n sorted samples the interval is [x_(l), x_(u)], l = floor(n*q - z*sqrt(n*q*(1-q))),
+    u = ceil(1 + n*q + z*sqrt(n*q*(1-q))) (1-based). A bound whose rank falls outside the sample is
+    unknown and given as -inf/inf (a p99 needs roughly 700 samples before its upper bound exists), or
+    with ``clip`` the rank is moved to the nearest sample. No samples give (nan, nan).
     """
-    n = len(x)
-    if n < 6:  # with n <= 5 even [min, max] covers the median with < 95 % probability
+    n = len(sorted_x)
+    if n == 0:
+        return (math.nan, math.nan)
+    half = z * math.sqrt(n * q * (1 - q))
+    lo = math.floor(n * q - half)
+    hi = math.ceil(1 + n * q + half)
+    if clip:
+        lo, hi = max(1, lo), min(n, hi)
+    return (float(sorted_x[lo - 1]) if lo >= 1 else -math.inf,
+            float(sorted_x[hi - 1]) if hi <= n else math.inf)
+
+
+def median_ci(x: np.ndarray, conf_z: float = Z95) -> tuple[float, float]:
+    """The median's quantile_ci, ranks clipped to the sample; too few samples give (-inf, inf)."""
+    if len(x) < 6:  # with n <= 5 even [min, max] covers the median with < 95 % probability
         return (-math.inf, math.inf)
-    s = np.sort(x)
-    half = conf_z * math.sqrt(n) / 2
-    lo = max(1, math.floor(n / 2 - half))
-    hi = min(n, math.ceil(1 + n / 2 + half))
-    return float(s[lo - 1]), float(s[hi - 1])
+    return quantile_ci(np.sort(x), 0.5, conf_z, clip=True)
 
 
 def ci_relative_halfwidth(x: np.ndarray) -> float:

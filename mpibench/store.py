@@ -27,129 +27,49 @@ import numpy as np
 
 from mpibench import SCHEMA_VERSION, __version__
 from mpibench.errors import UsageError
+from mpibench.result import SCALING_COLUMNS, TASK_COLUMNS
 from mpibench.stats import PHASES
+from mpibench.task import Column
 
 STR = h5py.string_dtype("utf-8")
 
-#: (name, dtype, description) of every /tasks column, in file order. README documents these.
-TASK_COLUMNS: list[tuple[str, Any, str]] = [
-    ("task_id", "i8", "position of the task in the planned sweep"),
-    ("model", STR, "model name or path"),
-    ("device", STR, "cpu, cuda or cuda:N as planned"),
-    ("precision", STR, "fp32, bf16 or fp16 (weights cast to that type)"),
-    ("batch_size", "i8", "samples per forward pass"),
-    ("seq_len", "i8", "tokens per sample (inputs padded/truncated to exactly this)"),
-    ("threads", "i8", "intra-op threads the task ran with (torch.set_num_threads)"),
-    ("scenario", STR, "offline, single-stream or server"),
-    ("backend", STR, "eager or compile (torch.compile)"),
-    ("attention", STR, "attention implementation: sdpa or eager"),
-    ("rate_sps", "f8", "server scenario: the planned arrival rate, samples/s (0: searched)"),
-    ("stage", STR, "--optimal: search-N (short measurements of the grid) or final; empty in a sweep"),
-    ("rank", "i8", "MPI rank that measured the task"),
-    ("host", STR, "hostname of that rank"),
-    ("status", STR, "ok, failed, oom, unavailable or interrupted"),
-    ("message", STR, "why, when status is not ok (with rank and host)"),
-    ("weights", STR, "pretrained (local files) or random-init (same architecture and speed)"),
-    ("precision_mode", STR, "how the precision is applied: cast (weights and activations in it)"),
-    ("preprocess_mode", STR, "inline (tokenised in the timed loop) or ahead (tokenised before timing)"),
-    ("compile_s", "f8", "backend compile: seconds of the first call (compilation), apart from warm-up"),
-    ("device_name", STR, "the device as the rank saw it (CPU model or GPU name)"),
-    ("bound_device", STR, "the torch device the task ran on (cuda resolved to the rank's own GPU)"),
-    ("cores", STR, "CPU cores the rank was pinned to, e.g. 0-3"),
-    ("n_iters", "i8", "measured iterations (raw samples per phase)"),
-    ("converged", "?", "the stopping rule was met before max_time"),
-    ("cold_ms", "f8", "end-to-end time of the very first call"),
-    ("warmup_iters", "i8", "warm-up iterations run after the cold call"),
-    ("measure_s", "f8", "wall time of the measured iterations"),
-    ("throughput_sps", "f8", "samples per second, end to end (batch_size / e2e_mean)"),
-    ("forward_throughput_sps", "f8", "samples per second of the forward phase alone"),
-    *[(f"e2e_{s}_ms", "f8", f"end-to-end latency per batch: {s}")
-      for s in ("mean", "std", "p50", "p90", "p99", "min", "max")],
-    ("e2e_ci_low_ms", "f8", "95 % CI of the median end-to-end latency: low"),
-    ("e2e_ci_high_ms", "f8", "95 % CI of the median end-to-end latency: high"),
-    *[(f"{p}_{s}_ms", "f8", f"{p} phase: {s}") for p in PHASES for s in ("mean", "p50", "p99")],
-    ("percentile_note", STR, "which latency percentiles were withheld for too few samples (MLPerf rule)"),
-    ("server_rate_sps", "f8", "server: the arrival rate reported (planned, or the highest under the SLO)"),
-    ("server_achieved_sps", "f8", "server: requests completed per second at that rate"),
-    ("server_requests", "i8", "server: requests served at that rate"),
-    ("server_mean_ms", "f8", "server: mean request latency, arrival to completion (queueing included)"),
-    ("server_p50_ms", "f8", "server: median request latency"),
-    ("server_p90_ms", "f8", "server: p90 request latency (NaN under 64 requests)"),
-    ("server_p99_ms", "f8", "server: p99 request latency (NaN under 662 requests)"),
-    ("server_slo_ms", "f8", "server search: the p99 bound searched under"),
-    ("server_search", STR, "server search: JSON [[rate, p99_ms], ...] of every rate tried"),
-    ("server_mean_batch", "f8", "server: mean batch size the queue formed"),
-    ("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
-    ("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
-    ("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate (CPUs)"),
-    ("mfu", "f8", "model FLOPs utilisation: achieved_tflops / peak_tflops (NaN: peak unknown)"),
-    ("peak_source", STR, "where peak_tflops comes from, or why it is unknown"),
-    ("energy_j", "f8", "energy of the measured window, J (NaN where not measured)"),
-    ("energy_cpu_j", "f8", "CPU package energy, J"),
-    ("energy_dram_j", "f8", "DRAM energy, J"),
-    ("energy_gpu_j", "f8", "GPU energy, J"),
-    ("j_per_sample", "f8", "energy_j per sample measured"),
-    ("energy_status", STR, "ok, shared, or why energy is NaN (unavailable, absent, permission, ...)"),
-    ("energy_method", STR, "counter, sampled, estimated or none"),
-    ("start_time", "f8", "task start, Unix seconds"),
-    ("end_time", "f8", "task end, Unix seconds"),
-    ("scaling_ranks", "i8", "--mode scaling: ranks measuring this task at once (-1 in a sweep)"),
-    ("raw_offset", "i8", "first row of this task in /raw/*_ns"),
-    ("raw_count", "i8", "rows of this task in /raw/*_ns (= n_iters)"),
-]
+#: /hosts: one row per node.
+HOST_COLUMNS: tuple[Column, ...] = (
+    Column("host", "str", "hostname"),
+    Column("cpu_model", "str", "CPU model name"),
+    Column("cores", "i8", "logical CPUs on the node"),
+    Column("memory_gib", "f8", "memory of the node, GiB"),
+    Column("gpus", "str", "JSON list of GPUs: name, uuid, memory"),
+    Column("ranks", "str", "MPI ranks on the node, comma-separated"),
+    Column("idle_power_w", "str", "JSON: idle power per energy domain measured at start, W (null: unreadable)"),
+    Column("energy_status", "str", "what the node's energy counters allow: ok, or why not (absent, permission, ...)"),
+)
 
-HOST_COLUMNS: list[tuple[str, Any, str]] = [
-    ("host", STR, "hostname"),
-    ("cpu_model", STR, "CPU model name"),
-    ("cores", "i8", "logical CPUs on the node"),
-    ("memory_gib", "f8", "memory of the node, GiB"),
-    ("gpus", STR, "JSON list of GPUs: name, uuid, memory"),
-    ("ranks", STR, "MPI ranks on the node, comma-separated"),
-    ("idle_power_w", STR, "JSON: idle power per energy domain measured at start, W (null: unreadable)"),
-    ("energy_status", STR, "what the node's energy counters allow: ok, or why not (absent, permission, ...)"),
-]
-
-SCALING_COLUMNS: list[tuple[str, Any, str]] = [
-    ("task_id", "i8", "the task (configuration) being scaled"),
-    ("model", STR, "model"), ("device", STR, "device"), ("precision", STR, "precision"),
-    ("batch_size", "i8", "batch size"), ("seq_len", "i8", "sequence length"),
-    ("threads", "i8", "threads per rank"),
-    ("by", STR, "ranks (1, 2, 4, ... ranks, filling nodes in order) or nodes (all ranks of 1, 2, ... nodes)"),
-    ("n_ranks", "i8", "ranks measuring the task at once"),
-    ("n_nodes", "i8", "nodes those ranks are on"),
-    ("ranks", STR, "the ranks, comma-separated"),
-    ("window_s", "f8", "the common measurement window, s"),
-    ("aggregate_throughput_sps", "f8", "sum of the ranks' throughputs, samples/s"),
-    ("per_rank_throughput_sps", "f8", "aggregate / n_ranks"),
-    ("min_rank_throughput_sps", "f8", "slowest rank"),
-    ("max_rank_throughput_sps", "f8", "fastest rank"),
-    ("efficiency", "f8", "aggregate / (n_ranks x the one-rank throughput)"),
-    ("status", STR, "ok, or failed when a rank did not measure"),
-]
-
-TRACE_COLUMNS: list[tuple[str, Any, str]] = [
-    ("host", STR, "node of the rank that read the counter"),
-    ("rank", "i8", "MPI rank that read it"),
-    ("task_id", "i8", "task whose window the sample fell in"),
-    ("time_s", "f8", "Unix time of the sample, s"),
-    ("domain", STR, "cpu-package-N, dram-N or gpu-<uuid>"),
-    ("value_j", "f8", "raw counter value, J (wraps are the reader's to undo)"),
-]
+#: /energy: the raw counter samples read during the tasks.
+TRACE_COLUMNS: tuple[Column, ...] = (
+    Column("host", "str", "node of the rank that read the counter"),
+    Column("rank", "i8", "MPI rank that read it"),
+    Column("task_id", "i8", "task whose window the sample fell in"),
+    Column("time_s", "f8", "Unix time of the sample, s"),
+    Column("domain", "str", "cpu-package-N, dram-N or gpu-<uuid>"),
+    Column("value_j", "f8", "raw counter value, J (wraps are the reader's to undo)"),
+)
 
 _CHUNK = 256
 _RAW_CHUNK = 16384
 
 
-def _missing(dtype) -> Any:
-    if dtype is STR:
-        return ""
-    return {"f8": math.nan, "i8": -1, "?": False}[dtype]
+#: What a column holds where a row has no value.
+_MISSING = {"str": "", "f8": math.nan, "i8": -1, "?": False}
 
 
-def _create_columns(group: h5py.Group, columns, chunk: int) -> None:
-    for name, dtype, desc in columns:
-        ds = group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype)
-        ds.attrs["description"] = desc
+def _create_columns(group: h5py.Group, columns: Sequence[Column], chunk: int) -> None:
+    for c in columns:
+        ds = group.create_dataset(c.name, shape=(0,), maxshape=(None,), chunks=(chunk,),
+                                  dtype=STR if c.dtype == "str" else c.dtype)
+        ds.attrs["description"] = c.description
+        if c.unit:
+            ds.attrs["unit"] = c.unit
 
 
 def _append_rows(group: h5py.Group, columns, data: dict[str, Sequence]) -> int:
@@ -169,7 +89,7 @@ def _append_rows(group: h5py.Group, columns, data: dict[str, Sequence]) -> int:
     if k == 0:
         return n
     for name, dtype, _ in columns:
-        missing = _missing(dtype)
+        missing = _MISSING[dtype]
         ds = group[name]
         ds.resize((n + k,))
         ds[n:] = [missing if v is None else v for v in data[name]] if name in data else [missing] * k
@@ -263,7 +183,7 @@ class Store:
 
     def read(self, group: str, *names: str) -> dict[str, np.ndarray]:
         """Some columns of a group of the open file, trimmed to the shortest (a killed writer)."""
-        return _read_group(self.f[group], names)
+        return read_group(self.f[group], names)
 
     def set_attrs(self, **attrs) -> None:
         for k, v in attrs.items():
@@ -304,7 +224,7 @@ def open_run(path: str | Path) -> h5py.File:
     return f
 
 
-def _read_group(g: h5py.Group, names: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def read_group(g: h5py.Group, names: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Every column of a group (or only `names`), trimmed to the shortest."""
     out = {}
     for name in names or g:
@@ -317,22 +237,22 @@ def _read_group(g: h5py.Group, names: Iterable[str] = ()) -> dict[str, np.ndarra
 def read_tasks(path: str | Path) -> dict[str, np.ndarray]:
     """The /tasks table as {column: array}; `pandas.DataFrame(read_tasks(p))` gives a frame."""
     with open_run(path) as f:
-        return _read_group(f["tasks"])
+        return read_group(f["tasks"])
 
 
 def read_hosts(path: str | Path) -> dict[str, np.ndarray]:
     with open_run(path) as f:
-        return _read_group(f["hosts"])
+        return read_group(f["hosts"])
 
 
 def read_energy_trace(path: str | Path) -> dict[str, np.ndarray]:
     with open_run(path) as f:
-        return _read_group(f["energy"]) if "energy" in f else {}
+        return read_group(f["energy"]) if "energy" in f else {}
 
 
 def read_scaling(path: str | Path) -> dict[str, np.ndarray]:
     with open_run(path) as f:
-        return _read_group(f["scaling"]) if "scaling" in f else {}
+        return read_group(f["scaling"]) if "scaling" in f else {}
 
 
 def read_raw(path: str | Path, offset: int, count: int) -> dict[str, np.ndarray]:
@@ -361,7 +281,7 @@ class JsonlWriter:
         self.fh = open(path, "w" if overwrite else "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v))
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else plain(v))
                  for k, v in row.items()}
         self.fh.write(json.dumps(clean) + "\n")
         self.fh.flush()
@@ -370,5 +290,6 @@ class JsonlWriter:
         self.fh.close()
 
 
-def _plain(v):
+def plain(v):
+    """A numpy scalar as the plain Python value (for JSON and comparisons)."""
     return v.item() if isinstance(v, np.generic) else v

@@ -8,17 +8,16 @@ of that), spent sleeping so that ranks sharing a core do not disturb each other.
 from __future__ import annotations
 
 import time
-from typing import Callable
 
-from mpibench.config import Config, MeasureConfig
-from mpibench.inference.runner import Interrupted, Runner, scaled
+from mpibench.config import MeasureConfig
+from mpibench.inference.frame import TaskExecutor
+from mpibench.inference.runner import Runner
 from mpibench.inference.scenarios import run_scenario
 from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.stats import summarize
 
 NAME = "synthetic"
-_NAN = float("nan")
 
 
 def forward_s(task: Task) -> float:
@@ -29,6 +28,9 @@ class SyntheticWorkload:
     def __init__(self, task: Task):
         self.per_sample_s = forward_s(task) / task.batch_size
         self.k = task.batch_size
+
+    def set_batch(self, k: int) -> None:
+        self.k = k
 
     @property
     def fwd(self) -> float:
@@ -49,37 +51,17 @@ class SyntheticWorkload:
         return y
 
 
-class SyntheticExecutor:
+class SyntheticExecutor(TaskExecutor):
     """Task -> Result with the real Runner and statistics over a sleeping workload."""
 
-    def __init__(self, cfg: Config, rank: int, host: str, should_stop: Callable[[], bool] = lambda: False,
-                 cores: str = ""):
-        self.cfg, self.rank, self.host, self.should_stop, self.cores = cfg, rank, host, should_stop, cores
-
-    def run(self, task: Task, measure: MeasureConfig | None = None,
-            before_measure: Callable[[], None] | None = None) -> Result:
-        start = time.time()
-        try:
-            def make_runner(mc):
-                return Runner(mc, should_stop=self.should_stop)
-
-            m, extra = run_scenario(task, SyntheticWorkload(task), make_runner,
-                                    measure or scaled(self.cfg.measure, task.time_scale),
-                                    self.cfg.server, self.cfg.seed + task.task_id, before_measure)
-            metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,
-                       "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.cores,
-                       "converged": m.converged, "cold_ms": m.cold_ns / 1e6,
-                       "warmup_iters": m.warmup_iters, "measure_s": m.measure_s,
-                       "energy_status": "absent", "energy_method": "none",
-                       "peak_source": "synthetic model: no FLOPs"}
-            result = Result(task, "ok", self.rank, self.host, metrics=metrics, raw_ns=m.raw_ns)
-        except Interrupted as err:
-            result = Result.failure(task, "interrupted", self.rank, self.host, str(err))
-        result.start_time, result.end_time = start, time.time()
-        return result
-
-    def check_energy(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
+    def measure_task(self, task: Task, measure: MeasureConfig, before_measure) -> Result:
+        runner = Runner(measure, should_stop=self.should_stop)
+        m, extra = run_scenario(task, SyntheticWorkload(task), runner, self.cfg.server,
+                                self.cfg.seed + task.task_id, before_measure)
+        metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,
+                   "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.placement.cores,
+                   "converged": m.converged, "cold_ms": m.cold_ns / 1e6,
+                   "warmup_iters": m.warmup_iters, "measure_s": m.measure_s,
+                   "energy_status": "absent", "energy_method": "none",
+                   "peak_source": "synthetic model: no FLOPs"}
+        return self.ok(task, metrics, raw_ns=m.raw_ns)

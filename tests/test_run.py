@@ -88,7 +88,7 @@ def test_overwrite_starts_the_jsonl_again(tmp_path):
 
 
 def test_measuring_ranks_leave_out_only_a_coordinating_rank_0():
-    from mpibench.topology import Topology
+    from mpibench.cluster.topology import Topology
 
     def topo(rank, size, node_ranks):
         return Topology(rank=rank, size=size, host="n", node=0, n_nodes=1, local_rank=node_ranks.index(rank),

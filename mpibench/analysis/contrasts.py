@@ -14,9 +14,10 @@ import numpy as np
 
 from mpibench.analysis import document as D
 from mpibench.analysis.table import col, config_of, constant_columns, group_rows, label, throughput_ci
+from mpibench.task import DEFAULTS, with_role
 
-#: The compared dimensions and the value each is measured against.
-BASELINES = {"precision": "fp32", "backend": "eager", "attention": "sdpa"}
+#: The compared dimensions and the value each is measured against: fp32, and every variant's default.
+BASELINES = {"precision": "fp32", **{d: DEFAULTS[d] for d in with_role("variant") if d in DEFAULTS}}
 
 
 def contrasts(t: dict[str, np.ndarray], rows) -> list[dict]:

@@ -9,8 +9,8 @@ from matplotlib.patches import Patch
 
 from mpibench.analysis import plots as P
 from mpibench.analysis.pipeline import Analysis
-from mpibench.analysis.profile import MIN_EFFECT_PCT
-from mpibench.analysis.table import col, constant_columns, converged, energy_measured
+from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
+from mpibench.analysis.table import col, constant_columns, converged, energy_measured, present
 from mpibench.stats import PHASES
 
 
@@ -219,7 +219,7 @@ def phases(a: Analysis, out):
         return None
     t = a.tasks
     suffix, varying = _context(a)
-    by = ("device", "precision", "model", "seq_len", "threads")
+    by = present(t, tuple(dict.fromkeys(("device", "precision", *SERIES))))  # one panel per series
     lay = P.layout(t, rows, by=by, prefer=a.recommended_rows)
     fig, axes = P.new_figure(len(lay.groups), height=3.6)
     for ax, (key, idx) in zip(axes, lay.groups.items()):

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from mpibench.analysis import rawstats
-from mpibench.analysis.table import EXTRA_DEFAULTS, config_of, key_columns, n_rows
-from mpibench.store import _plain, _read_group, open_run
+from mpibench.analysis.table import config_of, key_columns, n_rows
+from mpibench.store import open_run, plain, read_group
+from mpibench.task import DEFAULTS
 
 
 @dataclass
@@ -42,11 +43,11 @@ def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
     """Read everything analysis needs in one pass; refuses files that are not mpibench's (UsageError)."""
     with open_run(path) as f:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
-        hosts = _read_group(f["hosts"]) if "hosts" in f else {}
-        tasks = _with_defaults(_read_group(f["tasks"]))
+        hosts = read_group(f["hosts"]) if "hosts" in f else {}
+        tasks = _with_defaults(read_group(f["tasks"]))
         if "raw" in f and n_rows(tasks) and "raw_offset" in tasks:
             tasks.update(rawstats.stream(f, tasks["raw_offset"], tasks["raw_count"], block_rows))
-        scaling = _read_group(f["scaling"]) if "scaling" in f else None
+        scaling = read_group(f["scaling"]) if "scaling" in f else None
     run = Run(Path(path), attrs, hosts, tasks, scaling if scaling and n_rows(scaling) else None)
     run.missing = missing_configs(attrs.get("config_yaml", ""), tasks)
     return run
@@ -54,7 +55,7 @@ def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
 
 def _with_defaults(tasks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rows written before a key column existed hold ""/NaN there; they had its default value."""
-    for name, default in EXTRA_DEFAULTS.items():
+    for name, default in DEFAULTS.items():
         if name in tasks:
             v = tasks[name]
             empty = np.isnan(v.astype(float)) if isinstance(default, float) else (v == "")
@@ -87,4 +88,4 @@ def missing_configs(config_yaml: str, tasks: dict[str, np.ndarray]) -> list[dict
 
 def _attr(v):
     """A file attribute as a plain value; a byte string (written by an older h5py) decoded."""
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else _plain(v)
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else plain(v)

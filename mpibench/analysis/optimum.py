@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpibench.analysis.table import (EXTRA_KEY, KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
+from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
                                      group_rows, label, latest_per_config, n_rows, present, throughput_ci,
                                      why_ineligible)
 
@@ -194,7 +194,7 @@ def _why_none(objective: str, excluded: list[dict], idx) -> str:
 
 
 def _nothing(scope: dict, objective: str, excluded: list[dict], reason: str) -> dict:
-    empty = {k: None for k in KEY + EXTRA_KEY}
+    empty = {k: None for k in KEY}
     return {**empty, **scope, "objective": objective, "value": math.nan, "unit": UNITS[objective],
             "ci_low": math.nan, "ci_high": math.nan, "tied_with": [], "excluded": excluded,
             "task_id": None, "throughput_sps": math.nan, "p99_ms": math.nan, "reason": reason}

@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from mpibench.analysis.table import LABEL_PARTS, col, config_of, group_rows, label, present
+from mpibench.analysis.table import WORKLOAD, col, config_of, group_rows, label, present
+from mpibench.task import DEFAULTS, LABEL_ORDER, with_role
 
 DPI = 150
 #: More panels than this in one figure become unreadable; the rest are in the report's tables.
@@ -28,10 +29,10 @@ PHASE_COLORS = {"preprocess": "#4c72b0", "h2d": "#dd8452", "forward": "#55a868",
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 LINESTYLES = ("-", "--", "-.", ":")
 #: A panel shows one device and workload; lines inside it are precision (and threads) series.
-PANEL = ("device", "model", "seq_len", "scenario", "rate_sps")
-LINE = ("precision", "threads", "backend", "attention")
-#: A line's label beyond precision and threads: only the backend and attention, where not the default.
-_VARIANT_OMIT = tuple(k for k in LABEL_PARTS if k not in ("backend", "attention"))
+PANEL = ("device", *WORKLOAD)
+LINE = with_role("variant")
+#: A line's label beyond precision and threads: the other variants, where not the default.
+_VARIANT_OMIT = tuple(k for k in LABEL_ORDER if k not in LINE or k in ("precision", "threads"))
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,8 @@ def panel_title(t: dict, key: tuple, by=PANEL, varying: tuple[str, ...] = ()) ->
             parts.append(f"{value} ({_short(names[0])})" if len(names) == 1 and names[0] else str(value))
         elif name == "precision":
             parts.append(str(value))
-        elif name in ("scenario", "rate_sps"):
-            parts.append(label({name: value}, tuple(k for k in LABEL_PARTS if k != name)))
+        elif name in DEFAULTS:  # an optional dimension: named where it is not the default
+            parts.append(label({name: value}, tuple(k for k in LABEL_ORDER if k != name)))
         elif name in varying:
             parts.append({"seq_len": f"seq {value}", "threads": f"{value} threads"}.get(name, str(value)))
     return " · ".join(p for p in parts if p)

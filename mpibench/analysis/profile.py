@@ -23,10 +23,10 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import col, config_of, group_rows, label, latest_per_config, n_rows, present
+from mpibench.analysis.table import KEY, col, config_of, group_rows, label, latest_per_config, n_rows, present
 
-#: A batch-size series: everything but the batch size (of the optional columns, those a table has).
-SERIES = ("model", "device", "precision", "seq_len", "threads", "scenario", "backend", "attention", "rate_sps")
+#: A batch-size series: every dimension but the batch size (of the optional ones, those a table has).
+SERIES = tuple(k for k in KEY if k != "batch_size")
 #: A departure smaller than this is not called an anomaly, however tight the CIs (see above).
 MIN_EFFECT_PCT = 10.0
 

@@ -12,7 +12,7 @@ import math
 import h5py
 import numpy as np
 
-from mpibench.stats import _Z95, PHASES, median_ci
+from mpibench.stats import PHASES, median_ci, quantile_ci
 
 #: Rows of /raw read at once (times four phases, 8 bytes each: 32 MiB).
 BLOCK_ROWS = 1 << 20
@@ -21,23 +21,6 @@ DRIFT_MIN_PCT = 5.0
 
 COLUMNS = ("raw_n", "raw_p50_ms", "raw_p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "drift_pct",
            "drift_significant")
-
-
-def quantile_ci(sorted_x: np.ndarray, q: float, z: float = _Z95) -> tuple[float, float]:
-    """Distribution-free CI of the q-quantile from order statistics (binomial, normal approximation).
-
-    The same rule as `mpibench.stats.median_ci`, for any q: ranks n*q -/+ z*sqrt(n*q*(1-q)). A bound whose
-    rank falls outside the sample is unknown and given as -inf/inf: a p99 needs roughly 700 samples
-    before its upper bound exists.
-    """
-    n = len(sorted_x)
-    if n == 0:
-        return (math.nan, math.nan)
-    half = z * math.sqrt(n * q * (1 - q))
-    lo = math.floor(n * q - half)
-    hi = math.ceil(1 + n * q + half)
-    return (float(sorted_x[lo - 1]) if lo >= 1 else -math.inf,
-            float(sorted_x[hi - 1]) if hi <= n else math.inf)
 
 
 def percentile_sorted(sorted_x: np.ndarray, q: float) -> float:

@@ -12,13 +12,12 @@ from collections import defaultdict
 
 import numpy as np
 
-#: What identifies a configuration (the first fields of mpibench.plan.Task.key).
-KEY = ("model", "device", "precision", "batch_size", "seq_len", "threads")
-#: The rest of Task.key, in files that have these columns, with the value a row had before the column existed.
-EXTRA_DEFAULTS = {"scenario": "offline", "backend": "eager", "attention": "sdpa", "rate_sps": 0.0}
-EXTRA_KEY = tuple(EXTRA_DEFAULTS)
+from mpibench.task import CORE, DIMENSIONS, format_label, with_role
+
+#: What identifies a configuration: the sweep dimensions, declared once as the Task's fields.
+KEY = DIMENSIONS
 #: The workload: never traded for speed (a shorter sequence is always faster, and not the same job).
-WORKLOAD = ("model", "seq_len", "scenario", "rate_sps")
+WORKLOAD = with_role("workload")
 #: Which precision to prefer when two tie: the one that changes the model's numbers least.
 PRECISION_RANK = {"fp32": 0, "bf16": 1, "fp16": 2}
 #: Energy readings that measured the task's own window (a `shared` one covers the node).
@@ -70,12 +69,12 @@ def throughput_ci(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def present(t: dict, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Of `names`, the core key columns and whichever further ones the table has."""
-    return tuple(k for k in names if k in KEY or k in t)
+    """Of `names`, the core dimensions and whichever further columns the table has."""
+    return tuple(k for k in names if k in CORE or k in t)
 
 
 def key_columns(t: dict) -> tuple[str, ...]:
-    return present(t, KEY + EXTRA_KEY)
+    return present(t, KEY)
 
 
 def energy_measured(t: dict[str, np.ndarray]) -> np.ndarray:
@@ -127,28 +126,12 @@ def config_of(t: dict[str, np.ndarray], i: int) -> dict:
     return {k: _plain(col(t, k, "")[i]) for k in key_columns(t)}
 
 
-#: The parts of a configuration's label, in order (what `label`'s omit can leave out).
-LABEL_PARTS = ("device", "precision", "batch_size", "seq_len", "threads", "scenario", "backend", "attention",
-               "rate_sps", "model")
-
-
 def label(cfg: dict, omit: tuple[str, ...] = ()) -> str:
     """`cpu fp32 bs=4 seq=128 threads=2`, leaving out what the context already says (and defaults)."""
-    def unless_default(name: str, text: str) -> str:
-        return "" if cfg.get(name) in (None, "", EXTRA_DEFAULTS[name]) else text
-
-    parts = {"device": str(cfg.get("device")), "precision": str(cfg.get("precision")),
-             "batch_size": f"bs={cfg.get('batch_size')}", "seq_len": f"seq={cfg.get('seq_len')}",
-             "threads": f"threads={cfg.get('threads')}",
-             "scenario": unless_default("scenario", str(cfg.get("scenario"))),
-             "backend": unless_default("backend", str(cfg.get("backend"))),
-             "attention": unless_default("attention", f"attn={cfg.get('attention')}"),
-             "rate_sps": f"rate={cfg['rate_sps']:g}/s" if (cfg.get("rate_sps") or 0) > 0 else "",
-             "model": str(cfg.get("model"))}
-    return " ".join(v for k, v in parts.items() if k not in omit and v)
+    return format_label(cfg, omit)
 
 
-def constant_columns(t: dict[str, np.ndarray], names=KEY + EXTRA_KEY) -> tuple[str, ...]:
+def constant_columns(t: dict[str, np.ndarray], names=KEY) -> tuple[str, ...]:
     """The key columns that have one value in the whole table (so labels can leave them out)."""
     return tuple(k for k in names if k in t and len(set(np.asarray(t[k]).tolist())) <= 1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -137,6 +138,31 @@ class EnergyMeter(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TracingMeter(EnergyMeter):
+    """A meter whose poller keeps raw samples; trace() and drain() read them under the poller's lock.
+
+    Subclasses poll while holding ``self._lock`` and ``_record`` each sample inside it, so a drain
+    never sees half a poll and hands every sample out once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trace: list[tuple[float, str, float]] = []
+
+    def _record(self, t_s: float, domain: str, value_j: float) -> None:
+        """Keep one sample; the caller holds ``self._lock``."""
+        self._trace.append((t_s, domain, value_j))
+
+    def trace(self) -> list[tuple[float, str, float]]:
+        with self._lock:
+            return list(self._trace)
+
+    def drain(self) -> list[tuple[float, str, float]]:
+        with self._lock:
+            fresh, self._trace = self._trace, []
+        return fresh
 
 
 def measure_idle(

@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from mpibench.hostinfo import _s
+from mpibench.hostinfo import text
 
-from .base import NAN, Availability, DomainStatus, EnergyMeter, EnergyReading, Method
+from .base import NAN, Availability, DomainStatus, EnergyReading, Method, TracingMeter
 
 DEFAULT_SAMPLE_INTERVAL_S = 0.025
 _VOLTA = 5  # NVML_DEVICE_ARCH_VOLTA, the first architecture with the energy counter
@@ -21,8 +21,7 @@ _VOLTA = 5  # NVML_DEVICE_ARCH_VOLTA, the first architecture with the energy cou
 
 def normalize_uuid(uuid: str | bytes) -> str:
     """'GPU-4B2C...' (NVML) and '4b2c...' (torch) compare equal."""
-    text = _s(uuid).strip().lower()
-    return text.removeprefix("gpu-")
+    return text(uuid).strip().lower().removeprefix("gpu-")
 
 
 def gpu_domain(uuid: str | bytes | None) -> str:
@@ -32,7 +31,7 @@ def gpu_domain(uuid: str | bytes | None) -> str:
 
 def normalize_bus_id(bus_id: str | bytes) -> str:
     """'00000000:3B:00.0' (NVML) and '0000:3b:00.0' (CUDA) both become '0000:3b:00.0'."""
-    parts = _s(bus_id).strip().lower().split(":")
+    parts = text(bus_id).strip().lower().split(":")
     domain, bus, dev_fn = (["0"] + parts) if len(parts) == 2 else parts
     dev, _, fn = dev_fn.partition(".")
     return f"{int(domain, 16):04x}:{int(bus, 16):02x}:{int(dev, 16):02x}.{int(fn or '0', 16):x}"
@@ -43,7 +42,7 @@ def _bus_or_raw(bus_id: str | bytes) -> str:
     try:
         return normalize_bus_id(bus_id)
     except ValueError:
-        return _s(bus_id)
+        return text(bus_id)
 
 
 def _not_supported(pynvml: Any, err: Exception) -> bool:
@@ -51,10 +50,11 @@ def _not_supported(pynvml: Any, err: Exception) -> bool:
     return getattr(err, "value", None) in codes
 
 
-class NvmlMeter(EnergyMeter):
+class NvmlMeter(TracingMeter):
     """One GPU's energy over a window; method ``counter`` (mJ counter) or ``sampled`` (power, trapezoid).
 
-    Sampling runs in a daemon thread only while a window is open. ``clock`` and ``background`` let
+    Sampling runs in a daemon thread only while a window is open. The trace holds counter values in J;
+    on the sampled path the running power integral in J instead. ``clock`` and ``background`` let
     tests drive ``poll()`` by hand.
     """
 
@@ -69,16 +69,15 @@ class NvmlMeter(EnergyMeter):
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
     ) -> None:
+        super().__init__()
         self.sample_interval_s = sample_interval_s
         self._clock, self._background = clock, background
         self._nvml: Any = None
         self._handle: Any = None
         self.method: Method = "none"
         self.domain = gpu_domain(gpu_uuid)
-        self._lock = threading.Lock()
         self._window_done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._trace: list[tuple[float, str, float]] = []
         self._cum_j = 0.0  # sampled path: the power integral over every window so far
         self._cum0_j = 0.0  # ... and its value when this window opened
         self._last: tuple[float, float] | None = None  # this window's last (time s, power W)
@@ -183,7 +182,7 @@ class NvmlMeter(EnergyMeter):
             t_prev, p_prev = self._last
             self._cum_j += (now - t_prev) * (p_prev + power_w) / 2
         self._last = (now, power_w)
-        self._trace.append((now, self.domain, self._cum_j))
+        self._record(now, self.domain, self._cum_j)
 
     def start(self) -> None:
         self._stop_sampler()  # a window started twice must not leave a sampler behind
@@ -209,7 +208,7 @@ class NvmlMeter(EnergyMeter):
         except self._nvml.NVMLError as err:
             self._error = f"{self.domain}: NVML read failed during the window ({err})"
             return None
-        self._trace.append((now, self.domain, energy_mj / 1e3))
+        self._record(now, self.domain, energy_mj / 1e3)
         return energy_mj
 
     def _sample(self) -> None:
@@ -248,16 +247,6 @@ class NvmlMeter(EnergyMeter):
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-
-    def trace(self) -> list[tuple[float, str, float]]:
-        """Counter values in J; on the sampled path the running power integral in J instead."""
-        with self._lock:
-            return list(self._trace)
-
-    def drain(self) -> list[tuple[float, str, float]]:
-        with self._lock:
-            fresh, self._trace = self._trace, []
-        return fresh
 
     def close(self) -> None:
         self._stop_sampler()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .base import NAN, Availability, DomainStatus, EnergyMeter, EnergyReading
+from .base import NAN, Availability, DomainStatus, EnergyReading, TracingMeter
 
 FALLBACK_RANGE_UJ = 2**32  # only to size the poll period when max_energy_range_uj is missing
 MIN_POLL_S, MAX_POLL_S = 0.05, 60.0
@@ -134,7 +134,7 @@ def discover_zones(root: str, read: Callable[[str], str] = read_text) -> list[Zo
     return [zones[d] for d in sorted(zones, key=_natural)]
 
 
-class RaplMeter(EnergyMeter):
+class RaplMeter(TracingMeter):
     """Powercap RAPL counters, polled by a daemon thread so that no wrap goes unseen.
 
     ``clock``, ``read`` and ``background`` are there so tests can drive ``poll()`` by hand against
@@ -152,12 +152,11 @@ class RaplMeter(EnergyMeter):
         read: Callable[[str], str] = read_text,
         background: bool = True,
     ) -> None:
+        super().__init__()
         self.root = os.fspath(root)
         self._clock, self._read, self._background = clock, read, background
-        self._lock = threading.Lock()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
-        self._trace: list[tuple[float, str, float]] = []
         self._t0: float | None = None
         self._availability, self.zones = self._discover()
         readable = [z for z in self.zones if z.status == "ok"]
@@ -206,7 +205,7 @@ class RaplMeter(EnergyMeter):
                 zone.last_uj, zone.window_status = None, "error"
                 zone.window_reason = f"{zone.energy_path}: read failed during the window ({err})"
                 continue
-            self._trace.append((now, zone.domain, raw_uj / 1e6))
+            self._record(now, zone.domain, raw_uj / 1e6)
             if zone.last_uj is not None:
                 delta = counter_delta_uj(zone.last_uj, raw_uj, zone.range_uj)
                 if delta is None:
@@ -251,15 +250,6 @@ class RaplMeter(EnergyMeter):
             reasons = {"cpu-package": self._availability.reason}
         method = "counter" if self._availability.ok else "none"
         return EnergyReading(joules, status, window_s, method, reasons)
-
-    def trace(self) -> list[tuple[float, str, float]]:
-        with self._lock:
-            return list(self._trace)
-
-    def drain(self) -> list[tuple[float, str, float]]:
-        with self._lock:
-            fresh, self._trace = self._trace, []
-        return fresh
 
     def close(self) -> None:
         self._closing.set()

@@ -126,9 +126,13 @@ class InferenceWorkload:
         texts = generate_texts(batch_size * n_batches, seq_len, seed)
         self.batches = [texts[k * batch_size:(k + 1) * batch_size] for k in range(n_batches)]
         self.pin = built.device.type == "cuda"
-        self.k = batch_size  # the server scenario runs smaller batches when fewer requests wait
+        self.k = batch_size  # samples per iteration (set_batch)
         # `ahead`: every batch tokenised now, so the timed loop only hands over ready tensors
         self.ready = [self.tokenise(b) for b in self.batches] if ahead else None
+
+    def set_batch(self, k: int) -> None:
+        """The server scenario runs smaller batches when fewer requests wait."""
+        self.k = k
 
     def tokenise(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.tok(texts, padding="max_length", truncation=True, max_length=self.seq_len,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -21,6 +22,9 @@ class Workload(Protocol):
     def h2d(self, x: Any) -> Any: ...
     def forward(self, x: Any) -> Any: ...
     def postprocess(self, y: Any) -> Any: ...
+
+    def set_batch(self, k: int) -> None:
+        """From now on, iterations take only the first k samples of a batch (the server's smaller batches)."""
 
 
 class Interrupted(Exception):
@@ -49,6 +53,25 @@ def scaled(m: MeasureConfig, factor: float) -> MeasureConfig:
     return m.model_copy(update={"min_time_s": m.min_time_s * factor, "max_time_s": m.max_time_s * factor})
 
 
+@dataclass
+class EnergyWindow:
+    reading: Any = None  # the meter's EnergyReading once the window closed (None without a meter)
+
+
+@contextmanager
+def energy_window(meter) -> Iterator[EnergyWindow]:
+    """The one place a meter's window opens and closes (on errors too); no meter, no window."""
+    window = EnergyWindow()
+    if meter is None:
+        yield window
+        return
+    meter.start()
+    try:
+        yield window
+    finally:
+        window.reading = meter.stop()
+
+
 class Runner:
     """Measures a Workload by the rules of a MeasureConfig.
 
@@ -63,6 +86,11 @@ class Runner:
         self.timer = timer or CpuTimer(clock)
         self.meter = meter
         self.should_stop = should_stop
+
+    def adjusted(self, metered: bool = True, **rules) -> "Runner":
+        """The same instruments under other rules (`metered=False`: outside any energy window)."""
+        return Runner(self.m.model_copy(update=rules), self.timer, self.clock,
+                      self.meter if metered else None, self.should_stop)
 
     def iteration(self, w: Workload, i: int) -> list[int]:
         """One iteration, timed phase by phase (ns)."""
@@ -81,46 +109,44 @@ class Runner:
     def run(self, w: Workload, before_measure: Callable[[], None] | None = None) -> Measurement:
         """Cold call, warm-up, then measure; `before_measure` runs in between (scaling aligns
         the ranks' windows there)."""
-        m = self.m
         cold_ns = sum(self.iteration(w, 0))
-        i, t0 = 1, self.clock()
+        warmup_iters = self.warm_up(w)
+        if before_measure is not None:
+            before_measure()
+        with energy_window(self.meter) as window:
+            start = self.clock()
+            samples, converged = self.measure(w, warmup_iters + 1, start)
+            measure_s = (self.clock() - start) / 1e9
+        arr = np.asarray(samples, dtype=np.int64).reshape(-1, len(PHASES))
+        raw = {p: arr[:, k].copy() for k, p in enumerate(PHASES)}
+        return Measurement(raw, cold_ns, warmup_iters, measure_s, converged, window.reading)
+
+    def warm_up(self, w: Workload) -> int:
+        """At least warmup_iters iterations and warmup_s seconds; returns how many ran."""
+        m, i, t0 = self.m, 1, self.clock()
         while i <= m.warmup_iters or (self.clock() - t0) < m.warmup_s * 1e9:
             self.check_stop()
             self.iteration(w, i)
             i += 1
-        warmup_iters = i - 1
-        if before_measure is not None:
-            before_measure()
+        return i - 1
 
-        samples: list[list[int]] = []
-        if self.meter is not None:
-            self.meter.start()
-        try:
-            start, converged = self.clock(), False
-            next_check = m.min_iters
-            while True:
-                self.check_stop()
-                samples.append(self.iteration(w, i))
-                i += 1
-                elapsed_s = (self.clock() - start) / 1e9
-                n = len(samples)
-                if n >= next_check and elapsed_s >= m.min_time_s:
-                    e2e = np.fromiter((sum(s) for s in samples), dtype=np.float64, count=n)
-                    if ci_relative_halfwidth(e2e) <= m.target_ci:
-                        converged = True
-                        break
-                    next_check = max(n + 1, math.ceil(n * 1.05))  # keeps all checks O(n log n)
-                if elapsed_s >= m.max_time_s:
-                    break
-        except BaseException:
-            if self.meter is not None:
-                self.meter.stop()
-            raise
-        measure_s = (self.clock() - start) / 1e9
-        energy = self.meter.stop() if self.meter is not None else None
-        arr = np.asarray(samples, dtype=np.int64).reshape(-1, len(PHASES))
-        raw = {p: arr[:, k].copy() for k, p in enumerate(PHASES)}
-        return Measurement(raw, cold_ns, warmup_iters, measure_s, converged, energy)
+    def measure(self, w: Workload, i: int, start: int) -> tuple[list[list[int]], bool]:
+        """Iterations from number i until the median is known well enough (converged) or max_time_s."""
+        m, samples = self.m, []
+        next_check = m.min_iters
+        while True:
+            self.check_stop()
+            samples.append(self.iteration(w, i))
+            i += 1
+            elapsed_s = (self.clock() - start) / 1e9
+            n = len(samples)
+            if n >= next_check and elapsed_s >= m.min_time_s:
+                e2e = np.fromiter((sum(s) for s in samples), dtype=np.float64, count=n)
+                if ci_relative_halfwidth(e2e) <= m.target_ci:
+                    return samples, True
+                next_check = max(n + 1, math.ceil(n * 1.05))  # keeps all checks O(n log n)
+            if elapsed_s >= m.max_time_s:
+                return samples, False
 
     def check_stop(self) -> None:
         if self.should_stop():

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from mpibench.inference.runner import Measurement
+from mpibench.inference.runner import Measurement, Runner, Workload, energy_window
 from mpibench.stats import PHASES
 
 MIN_SAMPLES = {50: 1, 90: 64, 99: 662}
@@ -116,39 +116,38 @@ def search_rate(measure: Callable[[float], ServerRun], slo_ms: float, start_sps:
     return lo, runs
 
 
-def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, before_measure=None):
-    """Measure `workload` as `task.scenario` says. Returns (Measurement, extra row columns).
+def run_scenario(task, workload: Workload, runner: Runner, server_cfg, seed: int, before_measure=None):
+    """Measure `workload` as `task.scenario` says with `runner` (its rules, timer, meter and stop check).
 
-    `make_runner(measure_config)` gives a Runner (with its timer, meter and stop check).
+    Returns (Measurement, extra row columns).
     """
     if task.scenario == "single-stream":  # ask for enough samples to state a p99
-        runner = make_runner(measure.model_copy(update={"min_iters": max(measure.min_iters, MIN_SAMPLES[99])}))
-        m = runner.run(workload, before_measure)
+        m = runner.adjusted(min_iters=max(runner.m.min_iters, MIN_SAMPLES[99])).run(workload, before_measure)
         short, note = withheld(m.n_iters)  # summarize() states the rest from the same samples
         return m, {**{f"e2e_p{p}_ms": math.nan for p in short}, "percentile_note": note}
     if task.scenario != "server":
-        return make_runner(measure).run(workload, before_measure), {}
+        return runner.run(workload, before_measure), {}
+    return _server(task, workload, runner, server_cfg, seed, before_measure)
 
-    # server: warm up and learn the batch service time, then offer Poisson load
-    runner = make_runner(measure.model_copy(update={"min_time_s": 0.0, "min_iters": 5,
-                                                   "max_time_s": max(1.0, measure.min_time_s / 4)}))
-    meter, runner.meter = runner.meter, None  # the energy window is the served load, not the warm-up
-    warm = runner.run(workload, before_measure)
+
+def _server(task, workload: Workload, runner: Runner, server_cfg, seed: int, before_measure):
+    """Warm up and learn the batch service time, then offer Poisson load inside the energy window."""
+    measure = runner.m
+    warm = runner.adjusted(metered=False, min_time_s=0.0, min_iters=5,  # the window is the load, not this
+                           max_time_s=max(1.0, measure.min_time_s / 4)).run(workload, before_measure)
     service_s = float(np.median(sum(warm.raw_ns.values()))) / 1e9
     capacity_sps = task.batch_size / service_s
 
     def run_batch(i: int, k: int) -> list[int]:
         runner.check_stop()
-        workload.k = k
+        workload.set_batch(k)
         return runner.iteration(workload, i)
 
     def at(rate: float) -> ServerRun:
         n = int(min(server_cfg.min_requests, max(MIN_SAMPLES[90], rate * measure.max_time_s)))
         return serve(run_batch, rate, task.batch_size, n, seed, clock=runner.clock)
 
-    if meter is not None:
-        meter.start()
-    try:
+    with energy_window(runner.meter) as window:
         if task.rate_sps:
             best = shown = at(task.rate_sps)
             runs = [best]
@@ -156,13 +155,16 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
             best, runs = search_rate(at, server_cfg.latency_slo_ms, 0.5 * capacity_sps,
                                      server_cfg.search_steps)
             shown = best or min(runs, key=lambda r: r.rate_sps)
-    finally:
-        energy = meter.stop() if meter is not None else None
-    pct, note = latency_percentiles(shown.latency_ms)
     arr = np.asarray(shown.phases_ns, dtype=np.int64).reshape(-1, 4)
     raw = {p: arr[:, j].copy() for j, p in enumerate(PHASES)}
-    m = Measurement(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, energy,
+    m = Measurement(raw, warm.cold_ns, warm.warmup_iters, shown.duration_s, best is not None, window.reading,
                     energy_samples=sum(len(r.latency_ms) for r in runs))  # the meter saw every rate tried
+    return m, _server_columns(task, server_cfg, best, shown, runs)
+
+
+def _server_columns(task, server_cfg, best: ServerRun | None, shown: ServerRun, runs: list[ServerRun]) -> dict:
+    """The server's row columns: the rate shown, its latencies, and the search that found it."""
+    pct, note = latency_percentiles(shown.latency_ms)
     extra = {
         "server_rate_sps": shown.rate_sps, "server_achieved_sps": shown.achieved_rate_sps,
         "server_requests": len(shown.latency_ms), "server_mean_ms": float(shown.latency_ms.mean()),
@@ -175,4 +177,4 @@ def run_scenario(task, workload, make_runner, measure, server_cfg, seed: int, be
     if not task.rate_sps and best is None:
         extra["percentile_note"] = (f"no rate met p99 <= {server_cfg.latency_slo_ms:g} ms; showing the "
                                     f"lowest rate tried. {note}").strip()
-    return m, extra
+    return extra

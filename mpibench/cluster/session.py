@@ -7,10 +7,14 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from mpi4py import MPI
+
 from mpibench import __version__
+from mpibench.cluster.layout import Layout
 from mpibench.config import Config
 from mpibench.plan import Task, estimate_total, expand, pending
 from mpibench.stopping import StopFlag
@@ -28,9 +32,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def run_attrs(cfg: Config, comm, n_workers: int) -> dict:
-    from mpi4py import MPI
+@dataclass(frozen=True)
+class Options:
+    """What the command line asks beyond the config: finish a file, or measure only the optimum."""
 
+    resume: bool = False
+    optimal: str | None = None  # --optimal: None in a sweep, "" to search the sweep, else the file to choose from
+    objective: str = "throughput"  # what --optimal optimises
+
+
+def run_attrs(cfg: Config, comm: MPI.Comm, n_workers: int) -> dict:
+    """The file's root attributes: the config, the command, the launcher and the package versions."""
     slurm = {k.lower(): os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_JOB_PARTITION",
                                                "SLURM_JOB_NODELIST") if k in os.environ}
     script = os.environ.get("MPIBENCH_JOBSCRIPT")  # set by jobscripts/*.sbatch
@@ -49,54 +61,46 @@ def run_attrs(cfg: Config, comm, n_workers: int) -> dict:
     }
 
 
-def node_isolation(rank_nodes: list[int]):
+def node_isolation(rank_nodes: tuple[int, ...]):
     """--isolation node: a worker may start only while no other rank of its node is measuring."""
     def can_start(rank: int, busy: dict) -> bool:
         return all(rank_nodes[r] != rank_nodes[rank] for r in busy)
     return can_start
 
 
-def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[tuple],
-                   stop: StopFlag, resume: bool, execute=None, optimal=None) -> int:
+def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict], stop: StopFlag,
+               options: Options, executor=None) -> int:
     """Rank 0: plan, open the file, hand out the work (or do it alone), summarise.
 
     Exit status 0 when every planned task has a final row, 3 when a stop request cut the run short.
     """
+    from mpibench.cluster.coordinator import Coordinator, run_serial
     from mpibench.console import console, print_summary
-    from mpibench.coordinator import Coordinator, run_serial
-    from mpibench.recorder import Recorder, open_for_resume
-    from mpibench.store import Store
+    from mpibench.recorder import Recorder
 
     n_workers = max(1, comm.size - 1)
     planned = expand(cfg)
-    attrs = run_attrs(cfg, comm, n_workers)
-    if resume:
-        note = {k: attrs[k] for k in ("start_time", "command_line", "world_size")}
-        store, done = open_for_resume(cfg.output.path, hosts, note)
-        todo = pending(planned, done)
-    else:
-        store, todo = Store.create(cfg.output.path, attrs, hosts, overwrite=cfg.output.overwrite), planned
-    what = f"{len(todo)} of {len(planned)} tasks left" if resume else f"{len(todo)} tasks"
-    console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(hosts)} node(s), "
+    store, todo = _open(cfg, run_attrs(cfg, comm, n_workers), host_rows, planned, options.resume)
+    what = f"{len(todo)} of {len(planned)} tasks left" if options.resume else f"{len(todo)} tasks"
+    console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(host_rows)} node(s), "
                   f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
                   f"writing {cfg.output.path}")
     recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite)
     coordinator, left = None, list(todo)
     if comm.size > 1:
-        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s,
-                                  hosts={r: h for r, (_, h) in enumerate(rank_info)})
+        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, hosts=layout.rank_hosts)
         if cfg.cluster.isolation == "node":
-            coordinator.can_start = node_isolation([n for n, _ in rank_info])
+            coordinator.can_start = node_isolation(layout.nodes)
 
     def run_tasks(tasks: list[Task], release: bool = True) -> list[Task]:
         recorder.expect(tasks)
         if coordinator is None:
-            return run_serial(tasks, execute, recorder, stop)
+            return run_serial(tasks, executor.run, recorder, stop)
         return coordinator.run(tasks, release=release)
 
     try:
-        if optimal is not None:
-            todo = choose_for_optimal(optimal, todo, run_tasks, recorder, store)
+        if options.optimal is not None:
+            todo = choose_for_optimal(cfg, options, todo, run_tasks, recorder, store)
         left = run_tasks(todo)
     finally:
         cut_short = stop() or bool(left)
@@ -112,15 +116,29 @@ def coordinate_run(cfg: Config, comm, topo, hosts: list[dict], rank_info: list[t
     return 3 if cut_short else 0
 
 
-def choose_for_optimal(optimal: dict, planned: list[Task], run_tasks, recorder, store) -> list[Task]:
+def _open(cfg: Config, attrs: dict, host_rows: list[dict], planned: list[Task], resume: bool):
+    """The run file (new, or reopened with --resume) and the tasks still to measure."""
+    from mpibench.recorder import open_for_resume
+    from mpibench.store import Store
+
+    if not resume:
+        return Store.create(cfg.output.path, attrs, host_rows, overwrite=cfg.output.overwrite), planned
+    note = {k: attrs[k] for k in ("start_time", "command_line", "world_size")}
+    store, done = open_for_resume(cfg.output.path, host_rows, note)
+    return store, pending(planned, done)
+
+
+def choose_for_optimal(cfg: Config, options: Options, planned: list[Task], run_tasks, recorder,
+                       store) -> list[Task]:
     """--optimal: the configurations worth the long final measurement, and how they were chosen."""
     from mpibench.console import console
     from mpibench.optimal import from_file, successive_halving
 
-    objective, slo = optimal["objective"], optimal["slo_ms"]
-    if optimal["file"]:
-        final, log = from_file(optimal["file"], planned, objective, slo)
-        log.insert(0, f"chosen from {optimal['file']} for objective {objective}")
+    objective = options.objective
+    slo = cfg.server.latency_slo_ms if objective == "latency" else None
+    if options.optimal:
+        final, log = from_file(options.optimal, planned, objective, slo)
+        log.insert(0, f"chosen from {options.optimal} for objective {objective}")
     else:
         def run_round(tasks: list[Task]) -> list[dict]:
             n0 = len(recorder.rows)
@@ -134,21 +152,15 @@ def choose_for_optimal(optimal: dict, planned: list[Task], run_tasks, recorder, 
     return final
 
 
-def scaling_run(cfg: Config, comm, hosts, rank_info: list[tuple], executor) -> int:
-    """--mode scaling on every rank; rank 0 writes per-rank rows to /tasks and steps to /scaling."""
-    from mpibench.scaling import run_scaling
-
-    tasks = expand(cfg)
-    workers = [(node, r) for r, (node, _) in enumerate(rank_info) if r != 0 or comm.size == 1]
-    if comm.rank != 0:
-        run_scaling(comm, cfg, tasks, executor, workers)
-        return 0
+def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict], executor=None) -> int:
+    """Rank 0 of --mode scaling: per-rank rows to /tasks and one row per step to /scaling."""
+    from mpibench.cluster.scaling import StepRecorder, groups, run_scaling, window
     from mpibench.console import console, print_scaling
     from mpibench.recorder import Recorder
-    from mpibench.scaling import groups
     from mpibench.store import Store
 
-    store = Store.create(cfg.output.path, run_attrs(cfg, comm, len(workers)), hosts,
+    tasks, workers = expand(cfg), layout.workers
+    store = Store.create(cfg.output.path, run_attrs(cfg, comm, len(workers)), host_rows,
                          overwrite=cfg.output.overwrite)
     steps = len(groups(workers))
     console.print(f"mpibench {__version__}: scaling {len(tasks)} task(s) over {steps} rank/node counts "
@@ -162,7 +174,8 @@ def scaling_run(cfg: Config, comm, hosts, rank_info: list[tuple], executor) -> i
         rows.append(row)
 
     try:
-        run_scaling(comm, cfg, tasks, executor, workers, recorder, record_scaling)
+        run_scaling(comm, cfg, tasks, executor, workers, StepRecorder(recorder, record_scaling,
+                                                                      window(cfg).min_time_s))
     finally:
         recorder.close(complete=len(rows) == len(tasks) * steps)
     print_scaling(rows)

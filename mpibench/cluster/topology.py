@@ -1,4 +1,4 @@
-"""Where every rank runs: node communicator, local rank, node numbering, host facts."""
+"""Where every rank runs: node communicator, local rank, node numbering, core binding, host facts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 from mpibench.hostinfo import cpu_model, memory_gib, nvml_gpus
-from mpibench.mpiutil import quiet_barrier
+from mpibench.cluster.mpi import quiet_barrier
+
+
+def measures(rank: int, size: int) -> bool:
+    """Rank 0 only coordinates when there are other ranks to measure; alone, it measures too."""
+    return size == 1 or rank != 0
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class Topology:
     @property
     def measuring_node_ranks(self) -> tuple[int, ...]:
         """Ranks on this node that measure: all but rank 0 when rank 0 only coordinates."""
-        return tuple(r for r in self.node_ranks if not (self.size > 1 and r == 0))
+        return tuple(r for r in self.node_ranks if measures(r, self.size))
 
     @property
     def measuring_ranks_on_node(self) -> int:

@@ -6,8 +6,8 @@ from typing import Callable
 
 from mpi4py import MPI
 
-from mpibench.coordinator import TAG_RESULT, TAG_STOP, TAG_TASK
-from mpibench.mpiutil import recv_from
+from mpibench.cluster.coordinator import TAG_RESULT, TAG_STOP, TAG_TASK
+from mpibench.cluster.mpi import recv_from
 from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.stopping import StopFlag

@@ -8,7 +8,7 @@ from typing import Callable
 
 from mpi4py import MPI
 
-from mpibench.mpiutil import Backoff, poll_any
+from mpibench.cluster.mpi import Backoff, poll_any
 from mpibench.plan import Task, dispatch_order
 from mpibench.result import Result
 from mpibench.stopping import StopFlag

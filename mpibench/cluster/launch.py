@@ -1,0 +1,126 @@
+"""One run on every rank: rank 0's verdict on the input, where each rank runs, then the rank's part."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable
+
+from mpi4py import MPI
+
+from mpibench.cluster.layout import Layout
+from mpibench.cluster.mpi import quiet_barrier
+from mpibench.cluster.scaling import run_scaling
+from mpibench.cluster.session import Options, lead_scaling, lead_sweep
+from mpibench.cluster.topology import bind, discover, gather_hosts, measures
+from mpibench.cluster.worker import WorkerStop, serve
+from mpibench.config import Config
+from mpibench.errors import UsageError
+from mpibench.placement import Placement
+from mpibench.plan import expand
+from mpibench.stopping import StopFlag
+
+OVERSUBSCRIBED = ("warning: more measuring ranks than cores on a node: ranks share cores and their "
+                  "figures disturb each other; use fewer ranks per node or --isolation node")
+
+
+def launch(resolve: Callable[[], Config], options: Options) -> int:
+    """Run on every rank of the world; `resolve` (rank 0 only) gives the config or a UsageError."""
+    comm = MPI.COMM_WORLD
+    stop = StopFlag().install()
+    try:
+        return _run(comm, validated(comm, resolve), options, stop)
+    except (UsageError, SystemExit):
+        raise  # every rank has the same error: the entry point reports it once
+    except BaseException:
+        if comm.size > 1:  # one rank's crash must end the job, not hang it
+            sys.stderr.write(f"rank {comm.rank}: unexpected error\n{traceback.format_exc()}")
+            sys.stderr.flush()
+            comm.Abort(1)
+        raise
+
+
+def validated(comm: MPI.Comm, resolve: Callable[[], Config]) -> Config:
+    """Rank 0 validates the input; every rank learns the verdict, so none is left waiting."""
+    verdict: Config | UsageError | None = None
+    if comm.rank == 0:
+        try:
+            verdict = resolve()
+        except UsageError as err:
+            verdict = err
+    verdict = comm.bcast(verdict, root=0)
+    if isinstance(verdict, UsageError):
+        raise verdict  # on every rank: they report it together
+    return verdict
+
+
+def _run(comm: MPI.Comm, cfg: Config, options: Options, stop: StopFlag) -> int:
+    """Find the layout, make this rank's executor, check energy everywhere, then play the rank's part."""
+    topo = discover(comm)
+    binding = bind(topo, cfg.cluster.isolation)
+    host_rows = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
+    gpus = visible_gpus(cfg) if measures(comm.rank, comm.size) else 0
+    layout = Layout.gather(comm, topo, binding, cfg.cluster.isolation, gpus)
+    if comm.rank == 0 and layout.oversubscribed:
+        print(OVERSUBSCRIBED, file=sys.stderr)
+    executor = None
+    if layout.measures(comm.rank):
+        should_stop = stop if comm.size == 1 else WorkerStop(comm, stop)
+        executor = make_executor(cfg, layout.placement(topo, binding), should_stop)
+    check_energy(comm, executor)
+    quiet_barrier(comm)  # every worker is ready: they start pulling together
+    code = _part(comm, cfg, options, layout, host_rows, stop, executor)
+    if executor:
+        executor.close()
+    quiet_barrier(comm)
+    return code
+
+
+def _part(comm: MPI.Comm, cfg: Config, options: Options, layout: Layout, host_rows, stop: StopFlag,
+          executor) -> int:
+    """This rank's part: the one place that tells rank 0 from the others, and a sweep from scaling."""
+    scaling = cfg.cluster.mode == "scaling"
+    if comm.rank == 0 and scaling:
+        return lead_scaling(cfg, comm, layout, host_rows, executor)
+    if comm.rank == 0:
+        return lead_sweep(cfg, comm, layout, host_rows, stop, options, executor)
+    if scaling:
+        run_scaling(comm, cfg, expand(cfg), executor, layout.workers)
+    else:
+        serve(comm, executor.run)
+    return 0
+
+
+def visible_gpus(cfg: Config) -> int:
+    """GPUs a measuring rank sees; torch is imported on measuring ranks only, once the input passed."""
+    if cfg.model.name == "synthetic":
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def make_executor(cfg: Config, placement: Placement, should_stop: Callable[[], bool]):
+    """The measuring side of a rank: the synthetic model needs no torch."""
+    if cfg.model.name == "synthetic":
+        from mpibench.synthetic import SyntheticExecutor
+
+        return SyntheticExecutor(cfg, placement, should_stop)
+    from mpibench.inference.execute import Executor
+
+    return Executor(cfg, placement, should_stop)
+
+
+def check_energy(comm: MPI.Comm, executor) -> None:
+    """A backend named with --energy that cannot read on some rank stops the run before it starts."""
+    problems = [p for p in comm.allgather(executor.check_energy() if executor else None) if p]
+    if problems:
+        raise UsageError(problems[0])
+
+
+def report_together(err: UsageError) -> None:
+    """Bad input under a launcher: rank 0 says it once, and no rank exits before it is said."""
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+    quiet_barrier(comm)  # the launcher kills the job at the first exit
