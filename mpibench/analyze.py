@@ -21,8 +21,10 @@ EPILOG = """examples:
   python -m mpibench.analyze results/gpu.h5 --latency-slo-ms 20 --out report/
   python -m mpibench.analyze --compare results/v1.h5 results/v2.h5 --threshold 5
 
-Exit status: 0 done (or no significant regression), 1 a configuration regressed significantly beyond the
-threshold (--compare), 2 bad input (a file that is not an mpibench run, a newer schema, a bad flag)."""
+Exit status: 0 done (or no significant regression), 1 (--compare) a configuration regressed significantly
+beyond the threshold, or one that BASE measured has no result in NEW (failed, oom, unavailable, interrupted
+or missing), 2 bad input (a file that is not an mpibench run, is damaged or truncated, has a newer schema;
+a bad flag)."""
 
 
 def build_parser() -> Parser:
@@ -35,7 +37,8 @@ def build_parser() -> Parser:
     p.add_argument("--latency-slo-ms", type=_positive, metavar="MS",
                    help="p99 latency bound for the latency objective: highest throughput whose p99 meets it")
     p.add_argument("--compare", nargs=2, metavar=("BASE.h5", "NEW.h5"),
-                   help="compare two runs configuration by configuration; exit 1 on a significant regression")
+                   help="compare two runs configuration by configuration; exit 1 on a significant regression "
+                        "or a configuration BASE measured and NEW did not")
     p.add_argument("--threshold", type=_positive, default=5.0, metavar="PCT",
                    help="--compare: a significant throughput drop larger than this (%%) is a regression "
                         "(default: 5)")
@@ -74,9 +77,10 @@ def _analyse(ns) -> int:
 
 def _compare(ns) -> int:
     from mpibench.analysis.compare import compare_runs, format_table, regressed
+    from mpibench.analysis.load import with_defaults
     from mpibench.store import read_tasks
 
-    base, new = (read_tasks(p) for p in ns.compare)
+    base, new = (with_defaults(read_tasks(p)) for p in ns.compare)
     rows = compare_runs(base, new, ns.threshold)
     print(format_table(rows, ns.compare[0], ns.compare[1], ns.threshold))
     return 1 if regressed(rows) else 0

@@ -164,21 +164,67 @@ def launcher_size() -> int:
 
 def check_output(path: Path, *, overwrite: bool, resume: bool = False) -> None:
     """Refuse an output we must not touch, before any work is done."""
+    check_location(path)
+    _check_exists(Path(path), overwrite=overwrite, resume=resume)
+
+
+def check_location(path: Path, flag: str = "--output") -> None:
+    """The path can become a file: not a directory, and its nearest existing directory is writable."""
     path = Path(path)
     if path.exists() and path.is_dir():
-        raise UsageError(f"--output: {str(path)!r} is a directory; give a file path ending in .h5")
+        raise UsageError(f"{flag}: {str(path)!r} is a directory; give a file path")
+    existing = path.parent if str(path.parent) else Path(".")
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not _writable(existing):
+        raise UsageError(f"{flag}: cannot write to directory {str(existing)!r} "
+                         f"(for {str(path)!r}); choose a writable location")
+
+
+def _check_exists(path: Path, *, overwrite: bool, resume: bool) -> None:
     if path.exists() and not (overwrite or resume):
         raise UsageError(f"--output: {str(path)!r} already exists; pass --overwrite to replace it, "
                          "--resume to complete it, or choose another path")
     if resume and not path.exists():
         raise UsageError(f"--resume: {str(path)!r} does not exist")
-    parent = path.parent if str(path.parent) else Path(".")
-    existing = parent
+
+
+def claim_output(path: Path, *, overwrite: bool, resume: bool, need_bytes: int, jsonl: Path | None = None):
+    """Every check on a run's outputs, then the writer's claim on the results file (a WriterClaim).
+
+    In an order that can never destroy data: the JSON-lines path and the free space are checked before
+    anything is created, and a file with a live writer is refused naming that writer, whatever the flags.
+    """
+    from mpibench.claim import WriterClaim
+
+    path, flag = Path(path), "--resume" if resume else "--output"
+    check_location(path, flag)
+    if jsonl is not None:
+        check_location(jsonl, "--jsonl")
+        if Path(jsonl).exists() and not (overwrite or resume):
+            raise UsageError(f"--jsonl: {str(jsonl)!r} already exists; pass --overwrite or choose another path")
+    check_space(path, need_bytes, flag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    claim = WriterClaim.acquire(path, flag)
+    try:
+        _check_exists(path, overwrite=overwrite, resume=resume)
+    except UsageError:
+        claim.release()
+        raise
+    return claim
+
+
+def check_space(path: Path, need_bytes: int, flag: str = "--output") -> None:
+    """Refuse a location with less free space than the run is expected to write."""
+    import shutil
+
+    existing = Path(path).parent
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not _writable(existing):
-        raise UsageError(f"--output: cannot write to directory {str(existing)!r} "
-                         f"(for {str(path)!r}); choose a writable location")
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise UsageError(f"{flag}: {str(existing)!r} has {free / 2**20:.1f} MiB free, and this run is expected "
+                         f"to write about {need_bytes / 2**20:.1f} MiB; free some space or choose another location")
 
 
 def _writable(directory: Path) -> bool:

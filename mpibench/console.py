@@ -34,20 +34,29 @@ def print_plan(tasks: list[Task], workers: int, total_s: float) -> None:
 
 
 class Progress:
-    """done/total with an ETA from the estimated cost of what is done and what is left."""
+    """done/total with an ETA from the estimated cost of what is done and what is left.
 
-    def __init__(self, tasks: list[Task]):
+    One line per finished task, but at most one per `every_s` while tasks finish faster than that
+    (thousands a second would flood the job log); failures and the last task always get theirs.
+    """
+
+    def __init__(self, tasks: list[Task], every_s: float = 0.5):
         self.total = len(tasks)
         self.remaining_cost = sum(t.est_cost_s for t in tasks)
         self.done_cost = 0.0
         self.done = 0
         self.t0 = time.monotonic()
+        self.every_s, self.printed_at = every_s, -math.inf
 
     def update(self, row: dict, task: Task) -> None:
         self.done += 1
         self.done_cost += task.est_cost_s
         self.remaining_cost -= task.est_cost_s
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        if row["status"] == "ok" and self.done < self.total and now - self.printed_at < self.every_s:
+            return
+        self.printed_at = now
+        elapsed = now - self.t0
         eta = elapsed * self.remaining_cost / self.done_cost if self.done_cost > 0 else math.nan
         if row["status"] == "ok":
             what = (f"{row['throughput_sps']:8.1f} samples/s  p50 {row['e2e_p50_ms']:.2f} ms"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from mpibench.config import ARCHITECTURES, Config, best_half_precision
 from mpibench.flops import distilbert_flops_per_sample
@@ -11,6 +12,8 @@ from mpibench.task import Task
 #: A rough CPU rate for ordering and the --dry-run estimate only; never reported as a result.
 _ASSUMED_FLOPS = {"cpu": 50e9, "cuda": 20e12}
 _MODEL_BUILD_S = 2.0
+#: The least a measured iteration takes (the harness's own cost): it bounds the samples a task records.
+_MIN_ITER_S = 50e-6
 
 
 def precisions_for(cfg: Config, device: str, bf16_supported: bool | None = None) -> list[str]:
@@ -41,21 +44,34 @@ def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
     ]
 
 
+def iteration_s(cfg: Config, device: str, batch_size: int, seq_len: int) -> float:
+    """Expected seconds of one iteration (a rough rate: for ordering and estimates only)."""
+    if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
+        return batch_size * seq_len * 1.05e-6
+    arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
+    flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
+    return flops / _ASSUMED_FLOPS[device.split(":")[0]]
+
+
+def _measure_s(cfg: Config, iter_s: float, batch_size: int, scenario: str) -> float:
+    m = cfg.measure
+    if scenario == "server":  # a few rates, each long enough for a p99
+        return cfg.server.search_steps * max(m.min_time_s, cfg.server.min_requests * iter_s / batch_size)
+    return min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
+
+
 def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int,
                   scenario: str = "offline") -> float:
     """Expected seconds for one task: warm-up, then the longer of min_time and min_iters iterations."""
-    m = cfg.measure
-    if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
-        iter_s = batch_size * seq_len * 1.05e-6
-    else:
-        arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
-        flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
-        iter_s = flops / _ASSUMED_FLOPS[device.split(":")[0]]
-    warm = max(m.warmup_s, (m.warmup_iters + 1) * iter_s)
-    measure = min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
-    if scenario == "server":  # a few rates, each long enough for a p99
-        measure = cfg.server.search_steps * max(m.min_time_s, cfg.server.min_requests * iter_s / batch_size)
-    return warm + measure
+    iter_s = iteration_s(cfg, device, batch_size, seq_len)
+    warm = max(cfg.measure.warmup_s, (cfg.measure.warmup_iters + 1) * iter_s)
+    return warm + _measure_s(cfg, iter_s, batch_size, scenario)
+
+
+def estimate_samples(cfg: Config, task: Task) -> int:
+    """Raw samples (iterations) a task is expected to record: for the disk space a run needs."""
+    iter_s = max(_MIN_ITER_S, iteration_s(cfg, task.device, task.batch_size, task.seq_len))
+    return math.ceil(_measure_s(cfg, iter_s, task.batch_size, task.scenario) / iter_s)
 
 
 def pending(tasks: list[Task], done_ids: set[int]) -> list[Task]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -12,17 +11,26 @@ from mpibench.result import Result
 from mpibench.store import JsonlWriter, Store
 
 FINAL = ("ok", "failed", "oom", "unavailable")  # a task with one of these is done; interrupted is not
+#: A coordinator makes results durable within this many seconds of their arrival (group commit).
+COMMIT_WINDOW_S = 0.5
 
 
 class Recorder:
-    """Writes every Result the moment it arrives (append + flush), so nothing measured is lost."""
+    """Takes every Result as it arrives and makes it durable within `window_s` (group commit).
 
-    def __init__(self, store: Store, jsonl: Path | None = None, overwrite: bool = False):
-        self.store = store
+    Results are committed together once the oldest uncommitted one is `window_s` old (or many are
+    waiting): rank 0 then pays one write per column for many results. With `window_s` 0 every result is
+    committed on arrival. The caller ticks (`tick()`) while it waits, so the window holds when no
+    result arrives.
+    """
+
+    def __init__(self, store: Store, jsonl: Path | None = None, overwrite: bool = False, window_s: float = 0.0):
+        self.store, self.window_s = store, window_s
         self.jsonl = JsonlWriter(jsonl, overwrite=overwrite) if jsonl else None
         self.progress: Progress | None = None
         self.rows: list[dict] = []
         self.t0 = time.monotonic()
+        self._oldest: float | None = None  # arrival of the oldest uncommitted result
 
     def expect(self, tasks: list[Task]) -> None:
         """Count progress (done/total, ETA) against these tasks from now on."""
@@ -31,21 +39,41 @@ class Recorder:
     def __call__(self, result: Result) -> None:
         row = result.row()
         self.store.append(row, result.raw_ns, result.energy_trace)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
         if self.jsonl:
             self.jsonl.write(row)
         self.rows.append(row)
         if self.progress is not None:
             self.progress.update(row, result.task)
+        if self.store.full:
+            self.commit()
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Commit if the oldest waiting result has waited `window_s`."""
+        if self._oldest is not None and time.monotonic() - self._oldest >= self.window_s:
+            self.commit()
+
+    def commit(self) -> None:
+        self._oldest = None
+        self.store.commit()
 
     @property
     def elapsed_s(self) -> float:
         return time.monotonic() - self.t0
 
-    def close(self, complete: bool, **attrs) -> None:
-        self.store.set_attrs(**attrs)
-        self.store.close(complete=complete)
-        if self.jsonl:
-            self.jsonl.close()
+    def close(self, complete: bool, **state) -> None:
+        """Commit, record how the run ended (`stopped_by`), close; the JSON lines close whatever happens."""
+        try:
+            if not self.store.broken:
+                self.commit()
+                self.store.set_state(**state)
+            self.store.close(complete=complete)
+        finally:
+            if self.jsonl:
+                self.jsonl.close()
 
 
 def final_ids(tasks: dict) -> set[int]:
@@ -58,12 +86,10 @@ def open_for_resume(path: Path, hosts: list[dict], note: dict) -> tuple[Store, s
     from mpibench.recover import recover
 
     try:
-        store = Store.reopen(path)
+        store = Store.reopen(path, resume=note)
     except OSError:  # a writer killed mid-run leaves the file marked open: rebuild it cleanly
         recover(path)
-        store = Store.reopen(path)
+        store = Store.reopen(path, resume=note)
     done = final_ids(store.read("tasks", "task_id", "status"))
     store.add_hosts(hosts)
-    resumes = json.loads(store.f.attrs.get("resumes", "[]"))
-    store.set_attrs(resumes=json.dumps(resumes + [note]))
     return store, done

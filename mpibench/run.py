@@ -10,11 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from mpibench import __version__
-from mpibench.cli import (Parser, add_config_flags, check_output, launcher_rank, launcher_size,
-                          load_config, overrides)
+from mpibench.cli import Parser, add_config_flags, claim_output, launcher_rank, launcher_size, load_config, overrides
 from mpibench.config import Config, build, merge
 from mpibench.errors import UsageError
 from mpibench.plan import estimate_total, expand
@@ -25,7 +22,8 @@ EPILOG = """examples:
   python -m mpibench.run --model distilbert-tiny --precisions fp32,bf16 --min-time 1 --output tiny.h5
 
 Flags override the YAML file; every flag is also a YAML field (shown as section options below).
-Exit status: 0 done, 2 bad input (nothing written), 1 an unexpected error."""
+Exit status: 0 done, 2 bad input (nothing written), 3 stopped by a signal (finish with --resume),
+4 the results file could not be written (disk full; finish with --resume), 1 an unexpected error."""
 
 
 def build_parser() -> Parser:
@@ -61,45 +59,59 @@ def _dry_run(cfg: Config) -> int:
     return 0
 
 
-def _resolve(ns) -> Config:
-    """The config of this run: from files and flags, or the one stored in the file (--optimal, --resume)."""
+def _resolve(ns):
+    """This run's config (from files and flags, or stored in the file for --optimal and --resume) and
+    the writer's claim on its output, taken once every check has passed."""
     if ns.optimal:
-        return _optimal_config(ns)
-    if ns.resume is not None:
-        return _resume_config(ns)
-    cfg = load_config(ns.config, ns)
-    check_output(cfg.output.path, overwrite=cfg.output.overwrite)
-    jsonl = cfg.output.jsonl
-    if jsonl is not None and jsonl.exists() and not cfg.output.overwrite:
-        raise UsageError(f"--jsonl: {str(jsonl)!r} already exists; pass --overwrite or choose another path")
-    return cfg
+        cfg = _optimal_config(ns)
+    elif ns.resume is not None:
+        cfg = _resume_config(ns)
+    else:
+        cfg = load_config(ns.config, ns)
+    out = cfg.output
+    claim = claim_output(out.path, overwrite=out.overwrite, resume=ns.resume is not None,
+                         need_bytes=_need_bytes(cfg, ns.resume), jsonl=out.jsonl)
+    return cfg, claim
+
+
+def _need_bytes(cfg: Config, resume: Path | None) -> int:
+    """What the run is expected to add to its file: rows and raw samples of the tasks still to measure."""
+    from mpibench.plan import estimate_samples
+    from mpibench.store import ROW_BYTES, read_tasks
+
+    tasks = expand(cfg)
+    if resume is not None and resume.is_file():
+        from mpibench.recorder import final_ids
+
+        done = final_ids(read_tasks(resume))
+        tasks = [t for t in tasks if t.task_id not in done]
+    return sum(ROW_BYTES + 8 * 4 * estimate_samples(cfg, t) for t in tasks) + (1 << 20)
 
 
 def _optimal_config(ns) -> Config:
     """--optimal RUN.h5: the file's own sweep, with flags on top; a new output file beside it."""
-    from mpibench.store import read_attrs
+    from mpibench.store import read_config, read_tasks
 
-    stored = yaml.safe_load(read_attrs(ns.optimal)["config_yaml"])
+    stored = read_config(ns.optimal)
+    read_tasks(ns.optimal)  # a damaged source is refused before the new file is created
     stored["output"] = {"path": str(Path(ns.optimal).with_name(Path(ns.optimal).stem + "-optimal.h5")),
                         "overwrite": False, "jsonl": None}
-    cfg = build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
-    check_output(cfg.output.path, overwrite=cfg.output.overwrite)
-    return cfg
+    return build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
 
 
 def _resume_config(ns) -> Config:
     """--resume RUN.h5: the stored config, appending to the same file."""
-    from mpibench.store import read_attrs
+    from mpibench.store import read_attrs, read_config
 
-    check_output(ns.resume, overwrite=False, resume=True)
-    attrs = read_attrs(ns.resume)
-    stored = yaml.safe_load(attrs["config_yaml"])
-    if "optimal_objective" in attrs:
+    if not ns.resume.is_file():
+        raise UsageError(f"--resume: {str(ns.resume)!r} does not exist")
+    stored = read_config(ns.resume)
+    if "optimal_objective" in read_attrs(ns.resume):
         raise UsageError(f"--resume: {str(ns.resume)!r} is an --optimal run; run --optimal again")
     if stored.get("cluster", {}).get("mode") == "scaling":
         raise UsageError(f"--resume: {str(ns.resume)!r} is a scaling run; its windows must be "
                          "measured together, so start a new one")
-    stored["output"].update(path=str(ns.resume), overwrite=False, jsonl=ns.cfg__output__jsonl)
+    stored.setdefault("output", {}).update(path=str(ns.resume), overwrite=False, jsonl=ns.cfg__output__jsonl)
     return build(stored, source=f"--resume {ns.resume}")
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mpibench.result import SCALING_COLUMNS, TASK_COLUMNS
-from mpibench.store import HOST_COLUMNS, TRACE_COLUMNS
+from mpibench.store import HOST_COLUMNS, LOG_COLUMNS, TRACE_COLUMNS
 from mpibench.task import DIMENSIONS, Column
 
 BEGIN = "<!-- BEGIN GENERATED COLUMNS -->"
@@ -25,8 +25,9 @@ TABLES: tuple[tuple[str, str, tuple[Column, ...]], ...] = (
     ("/hosts", "one row per node", HOST_COLUMNS),
     ("/scaling", "--mode scaling: one row per task and rank (or node) count", SCALING_COLUMNS),
     ("/energy", "the raw energy counter samples read during the tasks", TRACE_COLUMNS),
+    ("/log", "lines rank 0 keeps with the results (how --optimal chose)", LOG_COLUMNS),
 )
-_TYPES = {"i8": "int64", "f8": "float64", "?": "bool", "str": "string (UTF-8)"}
+_TYPES = {"i8": "int64", "f8": "float64", "?": "bool"}
 
 
 def markdown() -> str:
@@ -37,7 +38,8 @@ def markdown() -> str:
         out += [f"#### `{group}`: {what}", "", "| column | type | unit | meaning |", "|---|---|---|---|"]
         for c in columns:
             mark = " *dimension*" if c.name in DIMENSIONS and group in ("/tasks", "/scaling") else ""
-            out.append(f"| `{c.name}` | {_TYPES[c.dtype]} | {c.unit} | {_cell(c.description)}{mark} |")
+            kind = f"string (≤ {c.size} B)" if c.dtype == "str" else _TYPES[c.dtype]
+            out.append(f"| `{c.name}` | {kind} | {c.unit} | {_cell(c.description)}{mark} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

@@ -27,12 +27,26 @@ UNITS = {"_ms": "ms", "_ns": "ns", "_s": "s", "_sps": "samples/s", "_j": "J", "_
          "_tflops": "TFLOP/s"}
 
 
+#: Bytes a string column holds unless it says otherwise; longer values are cut (ending in "…").
+STR_BYTES = 64
+
+
 class Column(NamedTuple):
-    """One column of a results-file table: name, storage type (i8, f8, ?, str) and what it means."""
+    """One column of a results-file table: name, storage type (i8, f8, ?, str) and what it means.
+
+    Strings are stored fixed-size (`width` bytes of UTF-8, default STR_BYTES): variable-length strings
+    live in HDF5's global heap, which readers of a file being written cannot read safely.
+    """
 
     name: str
     dtype: str
     description: str
+    width: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes per value: the string width, or the number's."""
+        return (self.width or STR_BYTES) if self.dtype == "str" else {"i8": 8, "f8": 8, "?": 1}[self.dtype]
 
     @property
     def unit(self) -> str:
@@ -43,7 +57,7 @@ class Column(NamedTuple):
 _DTYPES = {"int": "i8", "float": "f8", "str": "str", "bool": "?"}
 
 
-def dimension(description: str, role: str, label: str = "{}", default: Any = MISSING) -> Any:
+def dimension(description: str, role: str, label: str = "{}", default: Any = MISSING, width: int = 0) -> Any:
     """A sweep dimension: a stored, identifying Task field.
 
     `label` formats the value in labels (`bs={}`). A dimension with a `default` is optional: labels leave
@@ -51,7 +65,7 @@ def dimension(description: str, role: str, label: str = "{}", default: Any = MIS
     """
     assert role in ROLES, role
     return dataclasses.field(default=default, metadata={
-        "column": description, "dimension": True, "role": role, "label": label})
+        "column": description, "dimension": True, "role": role, "label": label, "width": width})
 
 
 def stored(description: str, default: Any = MISSING) -> Any:
@@ -64,7 +78,7 @@ class Task:
     """One configuration to measure. Frozen and hashable: the unit rank 0 hands out."""
 
     task_id: int = stored("position of the task in the planned sweep")
-    model: str = dimension("model name or path", "workload")
+    model: str = dimension("model name or path", "workload", width=256)
     device: str = dimension("cpu, cuda or cuda:N as planned", "device")
     precision: str = dimension("fp32, bf16 or fp16 (weights cast to that type)", "variant")
     batch_size: int = dimension("samples per forward pass", "batch", "bs={}")
@@ -108,7 +122,7 @@ class Task:
 _FIELDS = [f for f in dataclasses.fields(Task) if "column" in f.metadata]
 #: The Task fields stored as /tasks columns, in file order.
 TASK_FIELD_COLUMNS: tuple[Column, ...] = tuple(
-    Column(f.name, _DTYPES[f.type], f.metadata["column"]) for f in _FIELDS)
+    Column(f.name, _DTYPES[f.type], f.metadata["column"], f.metadata.get("width", 0)) for f in _FIELDS)
 #: Every sweep dimension, in declaration order: together they identify a configuration.
 DIMENSIONS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.metadata.get("dimension"))
 #: Dimensions every file has; the others may be missing from older files and tables.

@@ -142,6 +142,7 @@ def test_a_killed_job_is_analysed_and_says_what_is_missing(tmp_path):
         for row, raw in S.sweep(batch_sizes=(1, 2), precisions=("fp32",), threads=1, model="distilbert-tiny",
                                 n=50):
             store.append(row, raw)
+            store.commit()
         os.kill(os.getpid(), 9)
     """)
     assert subprocess.run([sys.executable, "-c", code], env=mpi_env(), timeout=120).returncode == -9

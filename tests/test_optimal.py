@@ -1,12 +1,10 @@
 """`--optimal`: from a results file, and by a quick successive-halving search."""
 
-import json
-
 import pytest
 
 from conftest import run_cli
 from mpibench.analysis.optimum import choose_optimal
-from mpibench.store import read_attrs, read_tasks
+from mpibench.store import read_attrs, read_log, read_tasks
 
 SYNTH = ["--model", "synthetic", "--seq-lens", "100", "--warmup-s", "0", "--min-time", "0.3"]
 
@@ -23,7 +21,8 @@ def test_search_then_final(tmp_path):
     final = stages.index("final")
     # the synthetic model's per-sample time falls with the batch size: the largest batch wins
     assert t["batch_size"][final] == 16
-    log = json.loads(read_attrs(out)["optimal_log"])
+    log = read_log(out)
+    assert read_attrs(out)["optimal_objective"] == "throughput"
     assert log[0].startswith("search-1") and "kept 3 of 5" in log[0]
 
 

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpibench import SCHEMA_VERSION
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 from mpibench.recover import recover
@@ -45,7 +46,7 @@ def test_round_trip(tmp_path):
         np.testing.assert_array_equal(back[p], r2[p])
     assert read_hosts(path)["host"][0] == "n1"
     attrs = read_attrs(path)
-    assert attrs["config_yaml"] == "a: 1\n" and attrs["complete"] and attrs["schema_version"] == 1
+    assert attrs["config_yaml"] == "a: 1\n" and attrs["complete"] and attrs["schema_version"] == SCHEMA_VERSION
 
 
 def test_existing_file_is_kept_without_overwrite(tmp_path):
@@ -56,7 +57,7 @@ def test_existing_file_is_kept_without_overwrite(tmp_path):
     assert path.read_bytes() == b"precious"
 
 
-def test_sigkill_keeps_every_flushed_result(tmp_path):
+def test_sigkill_keeps_every_committed_result(tmp_path):
     path = tmp_path / "killed.h5"
     code = textwrap.dedent(f"""
         import os, numpy as np
@@ -65,7 +66,9 @@ def test_sigkill_keeps_every_flushed_result(tmp_path):
         s = Store.create({str(path)!r}, {{}}, [])
         for i in range(7):
             s.append({{"task_id": i, "status": "ok", "n_iters": 4}}, {{p: np.full(4, i) for p in PHASES}})
-        os.kill(os.getpid(), 9)
+            s.commit()
+        s.append({{"task_id": 7, "status": "ok", "n_iters": 4}}, {{p: np.full(4, 7) for p in PHASES}})
+        os.kill(os.getpid(), 9)  # the last result was never committed
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
@@ -170,3 +173,26 @@ def test_jsonl_overwrite_starts_the_file_again(tmp_path):
     w.write({"b": 2})
     w.close()
     assert path.read_text() == '{"b": 2}\n'
+
+
+def test_a_schema_1_file_with_variable_length_strings_still_reads(tmp_path):
+    """Files written before strings were fixed-size (schema 1) read and analyse as before."""
+    from mpibench.analysis import analyze
+
+    path = tmp_path / "v1.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "mpibench", "schema_version": 1, "complete": True, "config_yaml": "{}"})
+        tasks = f.create_group("tasks")
+        rows = [{"task_id": i, "model": "m", "device": "cpu", "precision": "fp32", "batch_size": 2 ** i,
+                 "seq_len": 8, "threads": 1, "status": "ok", "host": "n1", "e2e_p50_ms": 1.0 + i,
+                 "e2e_ci_low_ms": 0.9 + i, "e2e_ci_high_ms": 1.1 + i, "converged": True} for i in range(3)]
+        for name in rows[0]:
+            values = [r[name] for r in rows]
+            kind = h5py.string_dtype("utf-8") if isinstance(values[0], str) else None
+            tasks.create_dataset(name, data=values, dtype=kind, maxshape=(None,))
+        f.create_group("hosts").create_dataset("host", data=["n1"], dtype=h5py.string_dtype("utf-8"))
+    t = read_tasks(path)
+    assert list(t["status"]) == ["ok"] * 3 and list(t["batch_size"]) == [1, 2, 4]
+    assert read_attrs(path)["schema_version"] == 1
+    a = analyze(path)
+    assert len(a.rows) == 3

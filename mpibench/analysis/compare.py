@@ -3,9 +3,12 @@
 Configurations match on (model, device, precision, batch_size, seq_len, threads). The compared figure
 is the throughput from the median latency. A change is significant when the two 95 % CIs do not
 overlap (conservative: two non-overlapping 95 % intervals mean p < 0.01 for the difference). It is a
-regression when it is significant and throughput fell by more than the threshold; a configuration that
-ran in the base run and now fails (failed, oom) is a regression too. Configurations present in one run
-only, or not ok in the base run, are listed and never decide the verdict.
+regression when it is significant and throughput fell by more than the threshold.
+
+The gate fails closed: a configuration usable in the base run (ok, with a throughput) that the new run
+did not measure as usable is a failure too, whether it now fails (failed, oom), was unavailable or
+interrupted, or is missing from the new run altogether (also from a new run without rows). New
+configurations, and those not usable in the base run, are listed and never decide the verdict.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 from mpibench.analysis.table import col, config_of, converged, key_columns, label, latest_per_config, throughput_ci
 
 FAILING = ("failed", "oom")
+#: Verdicts that fail the gate; all but "regressed" only for a configuration usable in the base run.
+FAILURES = ("regressed", "now failing", "missing in new run", "no result in new run")
 
 
 def compare_runs(base: dict[str, np.ndarray], new: dict[str, np.ndarray],
@@ -34,7 +39,13 @@ def compare_runs(base: dict[str, np.ndarray], new: dict[str, np.ndarray],
 
 
 def regressed(rows: list[dict]) -> bool:
-    return any(r["verdict"] in ("regressed", "now failing") for r in rows)
+    return bool(failures(rows))
+
+
+def failures(rows: list[dict]) -> list[dict]:
+    """The rows that fail the gate: a significant regression, or a configuration the base run measured that
+    the new run did not (now failing, unavailable, interrupted, missing)."""
+    return [r for r in rows if r["verdict"] in FAILURES]
 
 
 def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, dict]:
@@ -44,7 +55,8 @@ def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, di
     for i in latest_per_config(t):
         cfg = config_of(t, int(i))
         out[tuple(cfg[k] for k in columns)] = {
-            "status": str(col(t, "status", "ok")[i]), "converged": bool(ok[i]),
+            "status": str(col(t, "status", "ok")[i]), "message": str(col(t, "message", "")[i]),
+            "converged": bool(ok[i]),
             "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
             "p99_ms": float(col(t, "e2e_p99_ms")[i])}
     return out
@@ -54,14 +66,14 @@ def _verdict(row: dict, threshold_pct: float) -> str:
     b, n = row["base"], row["new"]
     if b is None:
         return "new configuration"
+    if not (b["status"] == "ok" and b["value"] > 0):  # nothing to hold the new run to
+        return "only in base run" if n is None else f"not comparable (base {b['status']})"
     if n is None:
         return "missing in new run"
-    if b["status"] != "ok":
-        return f"not comparable (base {b['status']})"
     if n["status"] in FAILING:
         return "now failing"
-    if n["status"] != "ok" or not (b["value"] > 0 and n["value"] > 0):
-        return f"not comparable (new {n['status']})"
+    if n["status"] != "ok" or not n["value"] > 0:  # unavailable, interrupted, or no throughput
+        return "no result in new run"
     row["change_pct"] = (n["value"] / b["value"] - 1) * 100
     row["p99_change_pct"] = (n["p99_ms"] / b["p99_ms"] - 1) * 100 if b["p99_ms"] > 0 else math.nan
     row["significant"] = bool(n["ci_high"] < b["ci_low"] or n["ci_low"] > b["ci_high"])
@@ -86,12 +98,24 @@ def format_table(rows: list[dict], base_name: str, new_name: str, threshold_pct:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) if k in (0, 5) else c.rjust(w)
                         for k, (c, w) in enumerate(zip(b, widths))).rstrip() for b in body]
-    bad = [r for r in rows if r["verdict"] in ("regressed", "now failing")]
+    bad = failures(rows)
     lines += ["", f"{len(bad)} of {len(rows)} configurations regressed (a significant drop of more than "
-                  f"{threshold_pct:g} %, or now failing)" if bad else
+                  f"{threshold_pct:g} %) or have no result in the new run:" if bad else
               f"no configuration regressed significantly beyond {threshold_pct:g} % ({len(rows)} compared; "
               "* = 95 % CIs apart)"]
+    lines += [f"  {label(r, ('model',))}: {_why(r)}" for r in bad]
     return "\n".join(lines)
+
+
+def _why(row: dict) -> str:
+    """Why a row fails the gate, in words."""
+    n = row["new"]
+    if row["verdict"] == "regressed":
+        return f"regressed {row['change_pct']:+.1f} % (95 % CIs apart)"
+    if n is None:
+        return "missing in new run"
+    message = f": {n['message']}" if n["message"] else ""
+    return f"{row['verdict']} (new run: {n['status']}{message})"
 
 
 def _value(side: dict | None) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from mpibench.analysis import rawstats
 from mpibench.analysis.table import config_of, key_columns, n_rows
-from mpibench.store import open_run, plain, read_group
+from mpibench.store import plain, read_group, reading
 from mpibench.task import DEFAULTS
 
 
@@ -34,17 +34,19 @@ class Run:
 
     def package_versions(self) -> dict[str, str]:
         try:
-            return json.loads(self.attrs.get("package_versions", "{}"))
+            versions = json.loads(self.attrs.get("package_versions", "{}"))
         except (TypeError, ValueError):
             return {}
+        return versions if isinstance(versions, dict) else {}
 
 
 def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
-    """Read everything analysis needs in one pass; refuses files that are not mpibench's (UsageError)."""
-    with open_run(path) as f:
+    """Read everything analysis needs in one pass; a file that is not mpibench's, or is damaged, is a
+    UsageError (one line)."""
+    with reading(path) as f:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         hosts = read_group(f["hosts"]) if "hosts" in f else {}
-        tasks = _with_defaults(read_group(f["tasks"]))
+        tasks = with_defaults(read_group(f["tasks"]))
         if "raw" in f and n_rows(tasks) and "raw_offset" in tasks:
             tasks.update(rawstats.stream(f, tasks["raw_offset"], tasks["raw_count"], block_rows))
         scaling = read_group(f["scaling"]) if "scaling" in f else None
@@ -53,7 +55,7 @@ def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
     return run
 
 
-def _with_defaults(tasks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def with_defaults(tasks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rows written before a key column existed hold ""/NaN there; they had its default value."""
     for name, default in DEFAULTS.items():
         if name in tasks:

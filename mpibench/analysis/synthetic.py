@@ -88,7 +88,8 @@ def write(path: Path, rows: list[tuple[dict, dict | None]], *, n_hosts: int = 1,
         store.append(row, raw)
     if complete:
         store.close()
-    else:  # what a killed job leaves: flushed rows, `complete` false, no end time
+    else:  # what a killed job leaves: committed rows, `complete` false, no end time
+        store.commit()
         store.f.close()
         store.f = None
     return Path(path)

@@ -28,8 +28,9 @@ class Coordinator:
 
     def __init__(self, comm: MPI.Comm, on_result: Callable[[Result], None], stop: StopFlag,
                  grace_s: float = 30.0, can_start: Callable[[int, dict], bool] = lambda rank, busy: True,
-                 hosts: dict[int, str] | None = None):
+                 hosts: dict[int, str] | None = None, while_waiting: Callable[[], None] = lambda: None):
         self.comm, self.on_result, self.stop, self.grace_s = comm, on_result, stop, grace_s
+        self.while_waiting = while_waiting  # called between polls (the recorder's group commit)
         self.can_start = can_start  # isolation policy: may `rank` start a task while `busy` run?
         self.busy: dict[int, Task] = {}
         self.idle: list[int] = []  # workers waiting for an answer
@@ -69,7 +70,8 @@ class Coordinator:
                     not letting_go or self.released == workers):
                 break
             got = poll_any(self.comm, TAG_RESULT, backoff,
-                           until=lambda: (self.stop() and stopping_at is None) or deadline_passed())
+                           until=lambda: self.while_waiting() or (self.stop() and stopping_at is None)
+                           or deadline_passed())
             if got is not None:
                 result, source = got
                 self.busy.pop(source, None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable
 
 from mpi4py import MPI
 
+from mpibench.claim import WriterClaim
 from mpibench.cluster.layout import Layout
 from mpibench.cluster.mpi import quiet_barrier
 from mpibench.cluster.scaling import run_scaling
@@ -15,7 +17,7 @@ from mpibench.cluster.session import Options, lead_scaling, lead_sweep
 from mpibench.cluster.topology import bind, discover, gather_hosts, measures
 from mpibench.cluster.worker import WorkerStop, serve
 from mpibench.config import Config
-from mpibench.errors import UsageError
+from mpibench.errors import StoreError, UsageError
 from mpibench.placement import Placement
 from mpibench.plan import expand
 from mpibench.stopping import StopFlag
@@ -24,34 +26,51 @@ OVERSUBSCRIBED = ("warning: more measuring ranks than cores on a node: ranks sha
                   "figures disturb each other; use fewer ranks per node or --isolation node")
 
 
-def launch(resolve: Callable[[], Config], options: Options) -> int:
-    """Run on every rank of the world; `resolve` (rank 0 only) gives the config or a UsageError."""
+def launch(resolve: Callable[[], tuple[Config, WriterClaim]], options: Options) -> int:
+    """Run on every rank of the world; `resolve` (rank 0 only) gives the config and the claim on its
+    output, or a UsageError."""
     comm = MPI.COMM_WORLD
     stop = StopFlag().install()
+    claim = None
     try:
-        return _run(comm, validated(comm, resolve), options, stop)
+        cfg, claim = validated(comm, resolve)
+        return _run(comm, cfg, options, stop)
     except (UsageError, SystemExit):
         raise  # every rank has the same error: the entry point reports it once
+    except StoreError as err:  # rank 0 cannot write the file: say so once, end every rank
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if claim is not None:
+            claim.release()
+        sys.stdout.flush()
+        if comm.size > 1:
+            comm.Abort(err.exit_code)
+        os._exit(err.exit_code)  # HDF5 failed mid-write: closing its file at exit could crash
     except BaseException:
         if comm.size > 1:  # one rank's crash must end the job, not hang it
             sys.stderr.write(f"rank {comm.rank}: unexpected error\n{traceback.format_exc()}")
             sys.stderr.flush()
             comm.Abort(1)
         raise
+    finally:
+        if claim is not None:
+            claim.release()  # the file is closed by now: another run may write it
 
 
-def validated(comm: MPI.Comm, resolve: Callable[[], Config]) -> Config:
-    """Rank 0 validates the input; every rank learns the verdict, so none is left waiting."""
+def validated(comm: MPI.Comm, resolve: Callable[[], tuple[Config, WriterClaim]]
+              ) -> tuple[Config, WriterClaim | None]:
+    """Rank 0 validates the input and claims the output; every rank learns the verdict, so none is left
+    waiting. The claim stays with rank 0 (None elsewhere)."""
     verdict: Config | UsageError | None = None
+    claim = None
     if comm.rank == 0:
         try:
-            verdict = resolve()
+            verdict, claim = resolve()
         except UsageError as err:
             verdict = err
     verdict = comm.bcast(verdict, root=0)
     if isinstance(verdict, UsageError):
         raise verdict  # on every rank: they report it together
-    return verdict
+    return verdict, claim
 
 
 def _run(comm: MPI.Comm, cfg: Config, options: Options, stop: StopFlag) -> int:

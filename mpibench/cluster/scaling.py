@@ -15,6 +15,7 @@ from typing import Callable
 from mpi4py import MPI
 
 from mpibench.cluster.mpi import quiet_barrier
+from mpibench.cluster.topology import format_cores
 from mpibench.config import Config
 from mpibench.plan import Task
 from mpibench.result import Result
@@ -98,7 +99,7 @@ class StepRecorder:
         self.record_scaling({
             "task_id": task.task_id, **task.dimensions(),
             "threads": ok[0].metrics["threads"] if ok else task.threads, "by": g.by,
-            "n_ranks": len(g.ranks), "n_nodes": g.n_nodes, "ranks": ",".join(map(str, g.ranks)),
+            "n_ranks": len(g.ranks), "n_nodes": g.n_nodes, "ranks": format_cores(g.ranks),
             "window_s": self.window_s, "aggregate_throughput_sps": aggregate,
             "per_rank_throughput_sps": aggregate / len(g.ranks),
             "min_rank_throughput_sps": min(per_rank, default=math.nan),

@@ -76,19 +76,24 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
     """
     from mpibench.cluster.coordinator import Coordinator, run_serial
     from mpibench.console import console, print_summary
-    from mpibench.recorder import Recorder
+    from mpibench.recorder import COMMIT_WINDOW_S, Recorder
 
     n_workers = max(1, comm.size - 1)
     planned = expand(cfg)
-    store, todo = _open(cfg, run_attrs(cfg, comm, n_workers), host_rows, planned, options.resume)
+    attrs = run_attrs(cfg, comm, n_workers)
+    if options.optimal is not None:
+        attrs["optimal_objective"] = options.objective
+    store, todo = _open(cfg, attrs, host_rows, planned, options.resume)
     what = f"{len(todo)} of {len(planned)} tasks left" if options.resume else f"{len(todo)} tasks"
     console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(host_rows)} node(s), "
                   f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
                   f"writing {cfg.output.path}")
-    recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite)
+    serial = comm.size == 1  # one result every task's seconds: commit each at once
+    recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite, window_s=0.0 if serial else COMMIT_WINDOW_S)
     coordinator, left = None, list(todo)
-    if comm.size > 1:
-        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, hosts=layout.rank_hosts)
+    if not serial:
+        coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, hosts=layout.rank_hosts,
+                                  while_waiting=recorder.tick)
         if cfg.cluster.isolation == "node":
             coordinator.can_start = node_isolation(layout.nodes)
 
@@ -148,7 +153,7 @@ def choose_for_optimal(cfg: Config, options: Options, planned: list[Task], run_t
         final, log = successive_halving(planned, run_round, objective, slo)
     for line in log:
         console.print(f"optimal: {line}")
-    store.set_attrs(optimal_objective=objective, optimal_log=json.dumps(log))
+    store.log(*log)
     return final
 
 

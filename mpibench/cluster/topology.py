@@ -149,7 +149,7 @@ def bind(topo: Topology, isolation: str) -> Binding:
 
 
 def format_cores(cores) -> str:
-    """0,1,2,3,8 -> '0-3,8'."""
+    """0,1,2,3,8 -> "0-3,8" (cores, or ranks)."""
     out, run = [], []
     for c in sorted(cores):
         if run and c == run[-1] + 1:
