@@ -22,6 +22,8 @@ from mpibench.errors import UsageError
 
 HEARTBEAT_S = 10.0
 STALE_S = 60.0
+#: How long a claim waits for a locked claim file: a writer just killed can take a moment to let go.
+DYING_S = 3.0
 
 
 def claim_path(target: Path) -> Path:
@@ -52,7 +54,7 @@ class WriterClaim:
         except OSError as err:
             raise UsageError(f"{what}: cannot claim {str(target)!r} for writing ({err.strerror}: {path})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except OSError as err:
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
@@ -95,6 +97,18 @@ class WriterClaim:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _lock(fd: int) -> None:
+    """The exclusive lock, waiting up to DYING_S for a holder that is being killed to let go."""
+    deadline = time.monotonic() + DYING_S
+    while True:
+        try:
+            return fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _read(path: Path) -> dict:

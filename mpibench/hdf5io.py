@@ -47,9 +47,6 @@ _fallocate = None
 #: that met a half-written piece, sleeping 1 ns, 2 ns, 4 ns, ... in between: 28 tries sleep 0.27 s in all.
 #: HDF5's default for such readers (100 tries) sleeps for hours over a damaged file.
 METADATA_READ_ATTEMPTS = 28
-#: How much shorter than its superblock says a file with a live or killed writer may be: space HDF5 had
-#: reserved but not yet filled. Shorter still, or shorter at all once closed, the file is truncated.
-WRITER_SLACK_BYTES = 1 << 20
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _WRITING = 0x01 | 0x04  # superblock v2/v3 status flags: open for writing, for SWMR writing
 
@@ -93,7 +90,7 @@ def _layout_problem(head: bytes, size: int) -> str | None:
         return "is damaged: its HDF5 superblock fails its checksum"
     base, end = (int.from_bytes(head[at + k * width:at + (k + 1) * width], "little") for k in (0, 2))
     short = base + end - size
-    if short > (WRITER_SLACK_BYTES if flags & _WRITING else 0):
+    if short > 0 and not flags & _WRITING:  # a live or killed writer may have reserved space it never filled
         return (f"is truncated: {size} bytes where its HDF5 superblock records {base + end} (an interrupted "
                 f"copy or a full disk?)")
     return None

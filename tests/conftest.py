@@ -32,6 +32,24 @@ def run_cli(args: list[str], n: int | None = None, timeout: float = 300, module:
                           cwd=cwd or ROOT)
 
 
+def rank_pids(output: Path) -> dict[int, int]:
+    """World rank -> pid of the ranks of the job writing `output` (from each process's environment)."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"mpibench.run" not in cmd or str(output).encode() not in cmd:
+                continue
+            env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if b"OMPI_COMM_WORLD_RANK" in env:
+            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(pid)
+    return out
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, mpi_env, run_cli
+from conftest import ROOT, TINY, mpi_env, rank_pids, run_cli
 from mpibench.recorder import FINAL
 from mpibench.store import read_attrs, read_tasks
 
@@ -33,24 +33,6 @@ def wait_rows(path: Path, n: int, timeout: float = 120) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"fewer than {n} rows in {path} after {timeout} s")
-
-
-def rank_pids(output: Path) -> dict[int, int]:
-    """World rank -> pid of the ranks of the job writing `output`."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"mpibench.run" not in cmd or str(output).encode() not in cmd:
-                continue
-            env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
-        except OSError:
-            continue
-        if b"OMPI_COMM_WORLD_RANK" in env:
-            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(pid)
-    return out
 
 
 def launcher_pid(proc: subprocess.Popen) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import ROOT, mpi_env, run_cli
+from conftest import ROOT, mpi_env, rank_pids, run_cli
 from mpibench.recorder import FINAL
 from mpibench.stats import PHASES
 from mpibench.store import read_attrs, read_tasks
@@ -54,25 +54,6 @@ def start(args: list[str], n: int = N) -> subprocess.Popen:
     cmd = ["mpirun", "--oversubscribe", "-n", str(n), sys.executable, "-m", "mpibench.run", *map(str, args)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(),
                             cwd=ROOT, start_new_session=True)
-
-
-def rank_pids(output: Path) -> dict[int, int]:
-    """World rank -> pid of the ranks of the job writing `output` (from each process's environment)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"mpibench.run" not in cmd or str(output).encode() not in cmd:
-                continue
-            env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                       if b"=" in kv)
-        except (OSError, ValueError):
-            continue
-        if b"OMPI_COMM_WORLD_RANK" in env:
-            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(pid)
-    return out
 
 
 def rank0_pid(output: Path, timeout: float = 60) -> int:
