@@ -11,7 +11,7 @@ from conftest import ROOT, mpi_env
 SCRIPTS = {"overhead.py": "harness_overhead_ratio", "energy_overhead.py": "energy_overhead_ratio",
            "analysis_scale.py": "analysis_seconds_per_million_samples", "dispatch.py": "dispatch_makespan_ratio",
            "agreement.py": "agreement_max_rel_diff", "repeatability.py": "repeatability_spread",
-           "ingest.py": "ingest_results_per_s", "hierarchy.py": "hierarchy_max_ranks_at_1s"}
+           "ingest.py": "ingest_results_per_s", "hierarchy.py": "coordinator_max_ranks_at_1s"}
 
 
 @pytest.mark.parametrize("script, name", sorted(SCRIPTS.items()))

@@ -104,5 +104,5 @@ def test_quick_run_prints_its_last_line():
                           capture_output=True, text=True, timeout=120, env=mpi_env())
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"hierarchy_max_ranks_at_1s: ([0-9]+)", last)
+    m = re.fullmatch(r"coordinator_max_ranks_at_1s: ([0-9]+)", last)
     assert m and int(m.group(1)) > 0, last
