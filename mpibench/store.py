@@ -207,7 +207,15 @@ class Store:
         So the note is written fixed-size (no global heap, see the module's docstring)."""
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
         fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-        fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+        deadline = time.monotonic() + LOCKED_WAIT_S
+        while True:  # readers hold the file's lock while they read it: wait for a moment without one
+            try:
+                fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         f = h5py.File(fid)
         if resume is not None:
             note = json.dumps(json.loads(_text(f.attrs.get("resumes", "[]"))) + [resume]).encode()
