@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from mpibench.cli import Parser, main_guard
+from mpibench.cli import Parser, check_directory, main_guard
 from mpibench.errors import UsageError
 
 EPILOG = """examples:
@@ -63,8 +63,9 @@ def _analyse(ns) -> int:
     from mpibench.analysis import analyze, write_all
 
     run = Path(ns.run)
-    a = analyze(run, latency_slo_ms=ns.latency_slo_ms)
     out = Path(ns.out) if ns.out else default_out(run)
+    check_directory(out, "--out")  # before anything is read or written
+    a = analyze(run, latency_slo_ms=ns.latency_slo_ms)
     written = write_all(a, out)
     if not a.run.complete:
         print(f"note: {run} is from a run that did not complete; the report says what is missing")

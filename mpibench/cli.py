@@ -76,7 +76,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         names = [f.flag, *extra.get("aliases", [])]
         default = f.field.default
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        help_text = f"{f.field.description} (default: {shown})".replace("%", "%%")
+        help_text = f"{f.field.description} ({_range(f.field)}default: {shown})".replace("%", "%%")
         if f.is_bool:
             group.add_argument(*names, dest=f.dest, action="store_true", default=None, help=help_text)
         else:
@@ -85,10 +85,26 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                metavar=_metavar(f), help=help_text)
 
 
+def _range(field: FieldInfo) -> str:
+    """`range: 0 < x <= 86400; ` from a numeric field's bounds (a list's from its items' bounds)."""
+    metadata = list(field.metadata)
+    if get_origin(field.annotation) is list:
+        (item,) = get_args(field.annotation)
+        metadata += [m for a in get_args(item)[1:] for m in getattr(a, "metadata", [a])]
+    bounds = {name: getattr(m, name) for m in metadata for name in ("gt", "ge", "lt", "le") if hasattr(m, name)}
+    if not bounds:
+        return ""
+    n = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in bounds.items()}
+    low = f"{n['ge']} <= " if "ge" in n else f"{n['gt']} < " if "gt" in n else ""
+    high = f" <= {n['le']}" if "le" in n else f" < {n['lt']}" if "lt" in n else ""
+    return f"range: {low}x{high}; "
+
+
 def _metavar(f: ConfigFlag) -> str:
     if f.is_list:
         return "A,B,..."
     ann = f.field.annotation
+    ann = next((a for a in get_args(ann) if a is not type(None)), ann)  # X | None -> X
     if ann in (int, float):
         return ann.__name__.upper()
     return "PATH" if "Path" in str(ann) else "VALUE"
@@ -174,6 +190,19 @@ def check_location(path: Path, flag: str = "--output") -> None:
     if path.exists() and path.is_dir():
         raise UsageError(f"{flag}: {str(path)!r} is a directory; give a file path")
     existing = path.parent if str(path.parent) else Path(".")
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not _writable(existing):
+        raise UsageError(f"{flag}: cannot write to directory {str(existing)!r} "
+                         f"(for {str(path)!r}); choose a writable location")
+
+
+def check_directory(path: Path, flag: str) -> None:
+    """The path is, or can become, a directory we can write to."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag}: {str(path)!r} is a file; give a directory")
+    existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not _writable(existing):

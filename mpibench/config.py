@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mpibench.errors import UsageError
 
@@ -24,8 +24,34 @@ ARCHITECTURES: dict[str, dict[str, int]] = {
 }
 
 
+#: Upper bounds that keep every run finite (and every number a machine can hold).
+MAX_BATCH = 65_536
+MAX_SEQ_LEN = 131_072
+MAX_THREADS = 4_096
+MAX_SECONDS = 86_400.0  # one day: no single task or wait is allowed longer
+MAX_SEED = 2**31 - 1
+#: What a task may take beyond its measuring rules: loading, building and compiling its model.
+LOAD_ALLOWANCE_S = 600.0
+#: A server run needs this many requests to state a p90 (MLPerf); fewer make its row meaningless.
+SERVER_MIN_REQUESTS = 64
+
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+SeqLen = Annotated[int, Field(ge=1, le=MAX_SEQ_LEN)]
+Threads = Annotated[int, Field(ge=0, le=MAX_THREADS)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # Every float finite (no inf, no nan); every list free of duplicates, checked alike for all.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_duplicates(cls, v, info):
+        if isinstance(v, list) and len(set(v)) != len(v):
+            dups = sorted({x for x in v if v.count(x) > 1}, key=str)
+            raise ValueError(f"{', '.join(map(str, dups))} given more than once; "
+                             f"each value of {info.field_name} may appear once")
+        return v
 
 
 class ModelConfig(_Section):
@@ -36,7 +62,7 @@ class ModelConfig(_Section):
         "testing the coordinator)",
         json_schema_extra={"flag": "--model"},
     )
-    num_labels: int = Field(2, ge=1, description="classification labels of the head")
+    num_labels: int = Field(2, ge=1, le=100_000, description="classification labels of the head")
 
     @field_validator("name")
     @classmethod
@@ -51,30 +77,32 @@ class ModelConfig(_Section):
 
 class SweepConfig(_Section):
     devices: list[str] = Field(
-        ["cpu"], description="devices to sweep: cpu, cuda, cuda:N",
+        ["cpu"], min_length=1, description="devices to sweep: cpu, cuda, cuda:N",
         json_schema_extra={"aliases": ["--device"]},
     )
-    batch_sizes: list[int] = Field([1, 2, 4, 8], description="batch sizes, e.g. 1,2,4,8")
-    seq_lens: list[int] = Field([128], description="sequence lengths in tokens, e.g. 64,128")
-    precisions: list[str] = Field(["fp32"], description="precisions: fp32, bf16, fp16")
+    batch_sizes: list[BatchSize] = Field([1, 2, 4, 8], min_length=1,
+                                         description="batch sizes, e.g. 1,2,4,8")
+    seq_lens: list[SeqLen] = Field([128], min_length=1,
+                                   description="sequence lengths in tokens, e.g. 64,128")
+    precisions: list[str] = Field(["fp32"], min_length=1, description="precisions: fp32, bf16, fp16")
     mixed_precision: bool = Field(
         False, description="also sweep each device's best half precision (bf16 on CPU and "
         "on CUDA GPUs that support it, else fp16)",
     )
-    threads: list[int] = Field(
-        [0], description="intra-op threads per rank; 0 = the rank's share of its node's cores",
+    threads: list[Threads] = Field(
+        [0], min_length=1, description="intra-op threads per rank; 0 = the rank's share of its node's cores",
     )
     scenarios: list[Literal["offline", "single-stream", "server"]] = Field(
-        ["offline"], description="offline: batches back to back (throughput); single-stream: one "
+        ["offline"], min_length=1, description="offline: batches back to back (throughput); single-stream: one "
         "sample at a time (latency percentiles); server: Poisson arrivals batched up to the batch size",
         json_schema_extra={"aliases": ["--scenario"]},
     )
     backends: list[Literal["eager", "compile"]] = Field(
-        ["eager"], description="eager, or compile (torch.compile; compile time recorded apart)",
+        ["eager"], min_length=1, description="eager, or compile (torch.compile; compile time recorded apart)",
         json_schema_extra={"aliases": ["--backend"]},
     )
     attention: list[Literal["sdpa", "eager"]] = Field(
-        ["sdpa"], description="attention implementation: sdpa (fused) or eager (plain matmuls)",
+        ["sdpa"], min_length=1, description="attention implementation: sdpa (fused) or eager (plain matmuls)",
     )
 
     @field_validator("devices")
@@ -83,23 +111,7 @@ class SweepConfig(_Section):
         for d in v:
             if not DEVICE_RE.match(d):
                 raise ValueError(f"unknown device {d!r}; allowed: cpu, cuda, cuda:N")
-        return _unique(v, "devices")
-
-    @field_validator("batch_sizes", "seq_lens")
-    @classmethod
-    def _positive(cls, v: list[int], info) -> list[int]:
-        for x in v:
-            if x <= 0:
-                raise ValueError(f"{x} is not allowed; {info.field_name} must be positive integers")
-        return _unique(v, info.field_name)
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: list[int]) -> list[int]:
-        for x in v:
-            if x < 0:
-                raise ValueError(f"{x} is not allowed; threads must be >= 0 (0 = automatic)")
-        return _unique(v, "threads")
+        return v
 
     @field_validator("precisions")
     @classmethod
@@ -107,25 +119,27 @@ class SweepConfig(_Section):
         for p in v:
             if p not in PRECISIONS:
                 raise ValueError(f"unknown precision {p!r}; allowed: {', '.join(PRECISIONS)}")
-        return _unique(v, "precisions")
+        return v
 
 
 class MeasureConfig(_Section):
     warmup_iters: int = Field(
-        5, ge=0, description="warm-up iterations before measuring (after the cold first call)",
+        5, ge=0, le=1_000_000, description="warm-up iterations before measuring (after the cold first call); "
+        "the warm-up ends at max_time_s whatever is left",
         json_schema_extra={"flag": "--warmup"},
     )
-    warmup_s: float = Field(1.0, ge=0, description="minimum warm-up time in seconds")
+    warmup_s: float = Field(1.0, ge=0, le=MAX_SECONDS, description="minimum warm-up time in seconds "
+                            "(at most max_time_s)")
     min_time_s: float = Field(
-        3.0, ge=0, description="measure at least this many seconds per task",
+        3.0, ge=0, le=MAX_SECONDS, description="measure at least this many seconds per task (at most max_time_s)",
         json_schema_extra={"flag": "--min-time"},
     )
     min_iters: int = Field(
-        30, ge=2, description="measure at least this many iterations (with 10 the median's 95% CI "
+        30, ge=2, le=10_000_000, description="measure at least this many iterations (with 10 the median's 95% CI "
         "is just [min, max])",
     )
     max_time_s: float = Field(
-        30.0, gt=0, description="stop at this many seconds even if not converged",
+        30.0, gt=0, le=MAX_SECONDS, description="stop at this many seconds even if not converged",
         json_schema_extra={"flag": "--max-time"},
     )
     target_ci: float = Field(
@@ -138,6 +152,14 @@ class MeasureConfig(_Section):
         "forward passes follow each other and the preprocess phase only hands over ready tensors",
     )
 
+    @model_validator(mode="after")
+    def _within_max_time(self) -> "MeasureConfig":
+        for name in ("min_time_s", "warmup_s"):
+            if getattr(self, name) > self.max_time_s:
+                raise ValueError(f"measure.{name} = {getattr(self, name):g} is more than measure.max_time_s = "
+                                 f"{self.max_time_s:g}; allowed: {name} <= max_time_s")
+        return self
+
 
 class OutputConfig(_Section):
     path: Path = Field(
@@ -149,15 +171,15 @@ class OutputConfig(_Section):
 
 
 class ServerConfig(_Section):
-    rates_sps: list[float] = Field(
+    rates_sps: list[Annotated[float, Field(gt=0, le=1e9)]] = Field(
         [], description="server scenario: arrival rates to measure, samples/s; empty = search the "
         "highest rate whose p99 latency stays under latency_slo_ms",
     )
-    latency_slo_ms: float = Field(100.0, gt=0, description="server scenario: the p99 latency bound, ms")
+    latency_slo_ms: float = Field(100.0, gt=0, le=MAX_SECONDS * 1e3, description="server scenario: the p99 latency bound, ms")
     min_requests: int = Field(
-        1000, ge=662, description="server scenario: requests per rate (>= 662 to state a p99)",
+        1000, ge=662, le=10_000_000, description="server scenario: requests per rate (>= 662 to state a p99)",
     )
-    search_steps: int = Field(6, ge=2, description="server scenario: rates tried by the search")
+    search_steps: int = Field(6, ge=2, le=64, description="server scenario: rates tried by the search")
 
     @field_validator("rates_sps")
     @classmethod
@@ -175,7 +197,7 @@ class EnergyConfig(_Section):
         json_schema_extra={"flag": "--energy"},
     )
     idle_s: float = Field(
-        3.0, ge=0, description="seconds of idle power measured per node at start (stored, not "
+        3.0, ge=0, le=600, description="seconds of idle power measured per node at start (stored, not "
         "subtracted; skipped where nothing can be read)", json_schema_extra={"flag": "--energy-idle-s"},
     )
 
@@ -190,8 +212,13 @@ class ClusterConfig(_Section):
         "1, 2, 4, ... ranks at once and report aggregate throughput and parallel efficiency",
     )
     stop_grace_s: float = Field(
-        30.0, ge=0, description="after SIGUSR1/SIGINT, seconds to wait for in-flight tasks to stop "
+        30.0, ge=0, le=3600, description="after SIGUSR1/SIGINT, seconds to wait for in-flight tasks to stop "
         "(SIGTERM waits for none)",
+    )
+    task_timeout_s: float | None = Field(
+        None, gt=0, le=MAX_SECONDS, description="a worker silent this many seconds on one task has the task "
+        "recorded failed and gets no more work; default: what the task may take by its max_time_s, plus "
+        f"{LOAD_ALLOWANCE_S:g} s to load and compile its model", json_schema_extra={"flag": "--task-timeout"},
     )
 
 
@@ -205,18 +232,24 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
     energy: EnergyConfig = EnergyConfig()
-    seed: int = Field(0, description="seed for generated input text and random weights")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for generated input text and random weights")
+
+    @model_validator(mode="after")
+    def _server_runs_end(self) -> "Config":
+        """A server run lasts at most max_time_s: its rates must bring enough requests by then."""
+        least = SERVER_MIN_REQUESTS / self.measure.max_time_s
+        for rate in self.server.rates_sps:
+            if rate < least:
+                raise ValueError(f"server.rates_sps = {rate:g}: within measure.max_time_s = "
+                                 f"{self.measure.max_time_s:g} s that rate brings {rate * self.measure.max_time_s:.3g} "
+                                 f"requests, fewer than the {SERVER_MIN_REQUESTS} a p90 needs; allowed: rates >= "
+                                 f"{least:.3g}/s, or a longer --max-time")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _unique(v: list, name: str) -> list:
-    if not v:
-        raise ValueError(f"{name} must not be empty")
-    if len(set(v)) != len(v):
-        raise ValueError(f"{name} has duplicates: {v}")
-    return v
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -228,6 +261,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--config: file {str(p)!r} does not exist") from None
     except OSError as err:
         raise UsageError(f"--config: cannot read {str(p)!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--config: {str(p)!r} is not UTF-8 text (byte {err.start}: "
+                         f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -251,6 +287,9 @@ def build(data: dict[str, Any], source: str = "config") -> Config:
         raise UsageError(describe_error(err, source)) from None
 
 
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 def describe_error(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(x) for x in e["loc"] if not isinstance(x, int))
@@ -259,9 +298,15 @@ def describe_error(err: ValidationError, source: str) -> str:
         section = _section_of(e["loc"][:-1])
         allowed = ", ".join(section.model_fields) if section else ""
         return f"{source}: unknown field {loc!r}; allowed here: {allowed}"
+    msg = e["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a rule across fields: the message names them and their values
+        return f"{source}: {msg}"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         value = ",".join(value)  # as typed on the command line
-    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] in _BOUNDS:
+        msg = f"allowed: {_BOUNDS[e['type']]} {next(iter(e['ctx'].values()))}"
+    elif e["type"] == "finite_number":
+        msg = "allowed: a finite number"
     if e["type"] == "literal_error":
         msg = msg.replace("Input should be", "allowed:")
     return f"{source}: {loc} = {value!r}: {msg}"

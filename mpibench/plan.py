@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from mpibench.config import ARCHITECTURES, Config, best_half_precision
+from mpibench.config import ARCHITECTURES, LOAD_ALLOWANCE_S, Config, best_half_precision
 from mpibench.flops import distilbert_flops_per_sample
 from mpibench.task import Task
 
@@ -72,6 +72,18 @@ def estimate_samples(cfg: Config, task: Task) -> int:
     """Raw samples (iterations) a task is expected to record: for the disk space a run needs."""
     iter_s = max(_MIN_ITER_S, iteration_s(cfg, task.device, task.batch_size, task.seq_len))
     return math.ceil(_measure_s(cfg, iter_s, task.batch_size, task.scenario) / iter_s)
+
+
+def task_timeout_s(cfg: Config, task: Task) -> float:
+    """How long a task may take before its worker counts as lost: --task-timeout, or what the measuring
+    rules allow it (warm-up and measuring each end at max_time_s; a server run lasts max_time_s per rate,
+    then serves what has queued) plus LOAD_ALLOWANCE_S to load and compile its model."""
+    if cfg.cluster.task_timeout_s is not None:
+        return cfg.cluster.task_timeout_s
+    max_s = cfg.measure.max_time_s * task.time_scale
+    runs = 1 if task.rate_sps else cfg.server.search_steps
+    measuring = 2 * max_s * (1 + runs) if task.scenario == "server" else 2 * max_s
+    return LOAD_ALLOWANCE_S + measuring
 
 
 def pending(tasks: list[Task], done_ids: set[int]) -> list[Task]:

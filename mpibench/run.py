@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from mpibench import __version__
-from mpibench.cli import Parser, add_config_flags, claim_output, launcher_rank, launcher_size, load_config, overrides
+from mpibench.cli import (Parser, add_config_flags, claim_output, config_flags, launcher_rank, launcher_size,
+                          load_config, overrides)
 from mpibench.config import Config, build, merge
 from mpibench.errors import UsageError
 from mpibench.plan import estimate_total, expand
@@ -23,7 +24,8 @@ EPILOG = """examples:
 
 Flags override the YAML file; every flag is also a YAML field (shown as section options below).
 Exit status: 0 done, 2 bad input (nothing written), 3 stopped by a signal (finish with --resume),
-4 the results file could not be written (disk full; finish with --resume), 1 an unexpected error."""
+4 the results file could not be written (disk full; finish with --resume), 5 a rank stopped answering
+(its task recorded failed, the rest measured, the job ended with MPI_Abort), 1 an unexpected error."""
 
 
 def build_parser() -> Parser:
@@ -48,13 +50,22 @@ def build_parser() -> Parser:
     return p
 
 
-def _dry_run(cfg: Config) -> int:
+def _dry_run(ns) -> int:
+    """The plan, or with --resume the file's tasks still without a final row."""
     from mpibench.console import print_plan
 
     if launcher_rank() != 0:
         return 0  # under a launcher, rank 0 prints the plan
     workers = max(1, launcher_size() - 1)
-    tasks = expand(cfg)
+    if ns.resume is not None:
+        from mpibench.plan import pending
+        from mpibench.recorder import final_ids
+        from mpibench.store import read_tasks
+
+        tasks = pending(expand(_resume_config(ns)), final_ids(read_tasks(ns.resume)))
+        print(f"{ns.resume}: {len(tasks)} task(s) left to measure")
+    else:
+        tasks = expand(load_config(ns.config, ns))
     print_plan(tasks, workers, estimate_total(tasks, workers))
     return 0
 
@@ -99,10 +110,23 @@ def _optimal_config(ns) -> Config:
     return build(merge(stored, overrides(ns)), source=f"--optimal {ns.optimal}")
 
 
+#: What --resume takes beside the file: how to run and where else to write, never what to measure.
+RESUME_FLAGS = {("output", "jsonl"), ("cluster", "stop_grace_s"), ("cluster", "task_timeout_s")}
+
+
 def _resume_config(ns) -> Config:
-    """--resume RUN.h5: the stored config, appending to the same file."""
+    """--resume RUN.h5: the stored config, appending to the same file; flags that would change the sweep
+    or the output are refused."""
     from mpibench.store import read_attrs, read_config
 
+    if ns.config is not None:
+        raise UsageError(f"--resume takes its config from {str(ns.resume)!r}; drop --config {ns.config}")
+    extra = [f.flag for f in config_flags() if getattr(ns, f.dest) is not None and f.path not in RESUME_FLAGS]
+    if extra:
+        allowed = ", ".join(f.flag for f in config_flags() if f.path in RESUME_FLAGS)
+        raise UsageError(f"--resume completes the sweep stored in {str(ns.resume)!r} as it was: {', '.join(extra)} "
+                         f"would change it; allowed with --resume: {allowed}; to measure something else, "
+                         "start a new run with --output")
     if not ns.resume.is_file():
         raise UsageError(f"--resume: {str(ns.resume)!r} does not exist")
     stored = read_config(ns.resume)
@@ -112,14 +136,14 @@ def _resume_config(ns) -> Config:
         raise UsageError(f"--resume: {str(ns.resume)!r} is a scaling run; its windows must be "
                          "measured together, so start a new one")
     stored.setdefault("output", {}).update(path=str(ns.resume), overwrite=False, jsonl=ns.cfg__output__jsonl)
-    return build(stored, source=f"--resume {ns.resume}")
+    return build(merge(stored, overrides(ns)), source=f"--resume {ns.resume}")
 
 
 def _main(argv: list[str] | None = None) -> int:
     """Parse, then either print the plan or hand the run to the cluster layer (which validates on rank 0)."""
     ns = build_parser().parse_args(argv)
     if ns.dry_run:
-        return _dry_run(load_config(ns.config, ns))
+        return _dry_run(ns)
     from mpibench.cluster.launch import launch
     from mpibench.cluster.session import Options
 

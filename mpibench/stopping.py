@@ -23,10 +23,15 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         self.signal = signal.Signals(signum).name
 
+    def request(self, why: str) -> None:
+        """A stop asked for by other means than a signal to this process (a worker that got one)."""
+        self.signal = self.signal or why
+
     @property
     def urgent(self) -> bool:
         """SIGTERM means the launcher will kill us in moments: do not wait for in-flight tasks."""
-        return self.signal == "SIGTERM"
+        return (self.signal or "").startswith("SIGTERM")
 
-    def __call__(self) -> bool:
-        return self.signal is not None
+    def __call__(self) -> str | None:
+        """The reason to stop (the signal's name), or None."""
+        return self.signal

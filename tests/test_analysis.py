@@ -12,7 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from conftest import ROOT, mpi_env, run_cli
+from conftest import ROOT, mpi_env, run_cli, sha256
 from mpibench.analysis import analyze, synthetic as S
 from mpibench.analyze import main
 from mpibench.config import build
@@ -207,10 +207,14 @@ def test_foreign_newer_and_missing_files_exit_2_with_one_line(tmp_path, demo):
     for args, words in (([other], "not an mpibench results file"), ([newer], "schema version 99"),
                         ([tmp_path / "nope.h5"], "no such file"), (["--compare", demo, other], "not an mpibench"),
                         ([demo, "--threshold", "x"], "not a number"),
-                        ([demo, "--out", demo], "cannot write")):
+                        ([demo, "--out", demo], "is a file; give a directory"),
+                        ([demo, "--out", "/proc/mpibench-analysis"], "--out: cannot write to directory '/proc'"),
+                        ([other, "--out", tmp_path / "a" / "b"], "not an mpibench results file")):
+        before = sha256(demo)
         proc = cli(*args)
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr, proc.stderr
+        assert sha256(demo) == before and not (tmp_path / "a").exists()
 
 
 def test_compare_equal_runs_pass_and_a_planted_regression_fails(tmp_path, demo, capsys):

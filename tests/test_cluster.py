@@ -99,6 +99,14 @@ def test_signal_then_resume_gives_one_final_row_per_task(tmp_path, sig):
         assert "--resume" in stdout
         attrs = read_attrs(out)
         assert attrs["stopped_by"] == "SIGUSR1" and not attrs["complete"]
+    final = sum(s in FINAL for s in t["status"])
+    plan = run_cli(["--resume", out, "--dry-run"])  # the file's remaining tasks, not a default plan
+    assert f"{8 - final} task(s) left to measure" in plan.stdout, plan.stdout
+    assert sum(line.lstrip().startswith("task ") for line in plan.stdout.splitlines()) == 8 - final
+    other = tmp_path / "other.h5"
+    refused = run_cli(["--resume", out, "--batch-sizes", "999", "--output", other])
+    assert refused.returncode == 2 and "--batch-sizes, --output would change it" in refused.stderr
+    assert not other.exists() and len(read_tasks(out)["task_id"]) == len(t["task_id"])
     done = run_cli(["--resume", out], n=3)
     assert done.returncode == 0, done.stdout + done.stderr
     one_final_row_per_task(out, 8)
@@ -107,6 +115,100 @@ def test_signal_then_resume_gives_one_final_row_per_task(tmp_path, sig):
     again = run_cli(["--resume", out], n=3)  # nothing left: a no-op, not a duplicate
     assert again.returncode == 0 and "0 of 8 tasks left" in again.stdout
     assert len(read_tasks(out)["task_id"]) == rows
+
+
+def test_a_signal_that_reaches_one_worker_only_stops_the_run(tmp_path):
+    out = tmp_path / "worker-signal.h5"
+    proc = start(["--config", TINY, *SLOW, "--output", out], n=3)
+    wait_rows(out, 1)
+    os.kill(rank_pids(out)[2], signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stdout
+    attrs = read_attrs(out)
+    assert attrs["stopped_by"] == "SIGUSR1 on rank 2" and not attrs["complete"]
+    t = read_tasks(out)
+    assert "interrupted" in set(t["status"]) and sum(s in FINAL for s in t["status"]) < 8
+
+
+FROZEN = ["--model", "synthetic", "--batch-sizes", "1,2,4,8,16,32", "--seq-lens", "4000", "--min-time", "1",
+          "--max-time", "1.5", "--warmup-s", "0", "--energy-idle-s", "0"]  # 6 tasks of ~1 s
+
+
+def test_a_frozen_worker_costs_only_its_task(tmp_path):
+    out = tmp_path / "frozen.h5"
+    proc = start([*FROZEN, "--task-timeout", "4", "--output", out], n=3)
+    wait_rows(out, 1)
+    frozen = rank_pids(out)[1]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        os.kill(frozen, signal.SIGCONT) if Path(f"/proc/{frozen}").exists() else None
+    assert proc.returncode == 5, stdout  # the rest measured, then MPI_Abort: the frozen rank cannot exit
+    t = one_final_row_per_task(out, 6)
+    failed = [m for s, m in zip(t["status"], t["message"]) if s == "failed"]
+    assert len(failed) == 1 and failed[0].startswith("rank 1 on ") and failed[0].endswith("no answer for 4 s")
+    assert read_attrs(out)["complete"]
+    assert "lost rank 1 on " in stdout
+
+
+def test_sigusr1_ends_a_job_whose_worker_is_frozen(tmp_path):
+    out = tmp_path / "frozen-stop.h5"
+    proc = start([*FROZEN, "--stop-grace-s", "3", "--output", out], n=3)  # the default task timeout: minutes
+    wait_rows(out, 1)
+    frozen = rank_pids(out)[1]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        os.kill(launcher_pid(proc), signal.SIGUSR1)
+        stdout, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(frozen, signal.SIGCONT) if Path(f"/proc/{frozen}").exists() else None
+    assert proc.returncode == 3, stdout
+    assert took < 3 + 60  # the grace period, then MPI_Abort (generous: a busy machine is slow to start)
+    attrs = read_attrs(out)
+    assert attrs["stopped_by"] == "SIGUSR1" and not attrs["complete"]
+    t = read_tasks(out)
+    assert any(s == "interrupted" and m.startswith("rank 1 on ") for s, m in zip(t["status"], t["message"]))
+
+
+@pytest.mark.parametrize("n, sig", [(None, "SIGTERM"), pytest.param(3, "SIGUSR1", marks=pytest.mark.mpi)],
+                         ids=["1rank", "mpirun3"])
+def test_a_stop_reaches_a_server_waiting_for_arrivals(tmp_path, n, sig):
+    out = tmp_path / "server.h5"
+    args = ["--model", "synthetic", "--batch-sizes", "1", "--seq-lens", "100", "--scenarios", "offline,server",
+            "--rates-sps", "2.2", "--min-time", "0.2", "--max-time", "30", "--warmup-s", "0",
+            "--energy-idle-s", "0", "--output", out]  # task 0 short, task 1 a 30-s server run at 2.2 requests/s
+    if n is None:
+        proc = subprocess.Popen([sys.executable, "-m", "mpibench.run", *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=mpi_env(), cwd=ROOT)
+    else:
+        proc = start(args, n=n)
+    wait_rows(out, 1)
+    time.sleep(2)  # the server's warm-up (1 s) is over: it waits between arrivals
+    t0 = time.monotonic()
+    os.kill(proc.pid, getattr(signal, sig))
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stdout
+    assert time.monotonic() - t0 < 25  # well before the 30-s run would have ended
+    t = read_tasks(out)
+    assert list(t["status"]) == ["ok", "interrupted"] and t["scenario"][1] == "server"
+
+
+def test_sigusr1_stops_a_scaling_run_between_steps(tmp_path):
+    out = tmp_path / "scaling-stop.h5"
+    proc = start(["--model", "synthetic", "--mode", "scaling", "--batch-sizes", "1,2,4,8", "--min-time", "1",
+                  "--max-time", "1.5", "--warmup-s", "0", "--energy-idle-s", "0", "--output", out], n=4)
+    wait_rows(out, 1)
+    os.kill(launcher_pid(proc), signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stdout
+    attrs = read_attrs(out)
+    assert attrs["stopped_by"] == "SIGUSR1" and not attrs["complete"]
+    from mpibench.store import read_scaling
+    assert len(read_scaling(out)["status"]) < 4 * 3  # 4 tasks x 3 rank counts planned
 
 
 def test_serial_run_stops_on_sigterm(tmp_path):

@@ -32,16 +32,39 @@ def test_cli_overrides_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needles", [
-    (["--batch-sizes", "0,2"], ["--batch-sizes", "sweep.batch_sizes", "0 is not allowed", "positive"]),
-    (["--batch-sizes", "-3"], ["--batch-sizes", "-3 is not allowed"]),
+    (["--batch-sizes", "0,2"], ["--batch-sizes", "sweep.batch_sizes", "'0'", "allowed: >= 1"]),
+    (["--batch-sizes", "-3"], ["--batch-sizes", "'-3'", "allowed: >= 1"]),
     (["--batch-sizes", "two"], ["--batch-sizes", "'two'", "integer"]),
     (["--precisions", "fp8"], ["--precisions", "'fp8'", "allowed: fp32, bf16, fp16"]),
     (["--devices", "tpu"], ["--devices", "'tpu'", "allowed: cpu, cuda, cuda:N"]),
     (["--device", "cuda:x"], ["'cuda:x'", "cuda:N"]),
     (["--energy", "magic"], ["--energy", "magic", "invalid choice"]),
     (["--model", "no-such-model"], ["--model", "'no-such-model'", "distilbert-tiny"]),
-    (["--target-ci", "2"], ["--target-ci", "less than 1"]),
+    (["--target-ci", "2"], ["--target-ci", "allowed: < 1"]),
     (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+    # runs that would never end, or end in nonsense
+    (["--warmup-s", "inf"], ["--warmup-s", "'inf'", "allowed: a finite number"]),
+    (["--min-time", "inf", "--max-time", "inf"], ["--min-time", "'inf'", "finite"]),
+    (["--max-time", "nan"], ["--max-time", "'nan'", "finite"]),
+    (["--warmup", "1000000000000"], ["--warmup", "'1000000000000'", "allowed: <= 1000000"]),
+    (["--rates-sps", "nan"], ["--rates-sps", "'nan'", "finite"]),
+    (["--rates-sps", "1e-9"], ["--rates-sps", "1e-09", "measure.max_time_s = 30", "allowed: rates >= 2.13/s"]),
+    (["--min-time", "5", "--max-time", "0.2"], ["--min-time", "= 5", "max_time_s = 0.2",
+                                                "allowed: min_time_s <= max_time_s"]),
+    (["--warmup-s", "40"], ["--warmup-s", "= 40", "allowed: warmup_s <= max_time_s"]),
+    (["--seed", "-1"], ["--seed", "'-1'", "allowed: >= 0"]),
+    (["--batch-sizes", "100000000000000000000"], ["--batch-sizes", "allowed: <= 65536"]),
+    (["--stop-grace-s", "inf"], ["--stop-grace-s", "finite"]),
+    (["--task-timeout", "0"], ["--task-timeout", "'0'", "allowed: > 0"]),
+    (["--batch-sizes", ","], ["--batch-sizes", "at least 1 item"]),
+    # every list refuses duplicates alike
+    (["--batch-sizes", "1,2,1"], ["--batch-sizes", "'1,2,1'", "1 given more than once"]),
+    (["--scenarios", "offline,offline"], ["--scenarios", "offline given more than once"]),
+    (["--backends", "eager,eager"], ["--backends", "eager given more than once"]),
+    (["--attention", "sdpa,sdpa"], ["--attention", "sdpa given more than once"]),
+    (["--rates-sps", "5,5.0"], ["--rates-sps", "5.0 given more than once"]),
+    (["--devices", "cpu,cpu"], ["--devices", "cpu given more than once"]),
+    (["--threads", "0,0"], ["--threads", "0 given more than once"]),
 ])
 def test_bad_values_name_field_value_and_allowed(argv, needles):
     with pytest.raises(UsageError) as err:
@@ -62,7 +85,14 @@ def test_unknown_yaml_field_lists_allowed(tmp_path):
 def test_yaml_value_error_names_field(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("sweep:\n  batch_sizes: [4, 0]\n")
-    with pytest.raises(UsageError, match=r"^config: sweep.batch_sizes = \[4, 0\]: 0 is not allowed"):
+    with pytest.raises(UsageError, match=r"^config: sweep.batch_sizes = 0: allowed: >= 1$"):
+        parse(config=y)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    y = tmp_path / "latin1.yaml"
+    y.write_bytes("# r\xe9sum\xe9\nsweep:\n  batch_sizes: [1]\n".encode("latin-1"))
+    with pytest.raises(UsageError, match=r"^--config: '.*latin1.yaml' is not UTF-8 text \(byte 3: b'\\xe9'\)"):
         parse(config=y)
 
 

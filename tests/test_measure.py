@@ -134,3 +134,10 @@ def test_median_ci_covers_the_true_median_about_95_percent():
         lo, hi = median_ci(rng.exponential(size=50))
         hits += lo <= math.log(2) <= hi
     assert 0.93 <= hits / 2000 <= 0.985
+
+
+def test_the_warm_up_ends_at_max_time_whatever_is_left():
+    m, w = measure(jitter=0.0, warmup_iters=1_000_000, warmup_s=0.5, max_time_s=0.5)
+    per_iter_s = (200_000 + 10_000 + 1_000_000 + 30_000) / 1e9
+    assert m.warmup_iters == math.ceil(0.5 / per_iter_s)  # not a million: max_time_s ended it
+    assert m.n_iters >= 1

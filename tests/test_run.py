@@ -125,7 +125,12 @@ def test_unavailable_device_is_a_row_not_a_crash(tmp_path):
 
 
 BAD_INPUTS = [
-    (["--batch-sizes", "0"], "--batch-sizes (sweep.batch_sizes) = '0': 0 is not allowed"),
+    (["--batch-sizes", "0"], "--batch-sizes (sweep.batch_sizes) = '0': allowed: >= 1"),
+    (["--warmup-s", "inf"], "--warmup-s (measure.warmup_s) = 'inf': allowed: a finite number"),
+    (["--seed", "-1"], "--seed (seed) = '-1': allowed: >= 0"),
+    (["--config", "CFG_LATIN1"], "is not UTF-8 text"),
+    (["--jsonl", "/proc/mpibench.jsonl"], "--jsonl: cannot write to directory '/proc'"),
+    (["--output", "OUT_EXISTING", "--overwrite", "--jsonl", "A_DIR"], "is a directory; give a file path"),
     (["--precisions", "fp8"], "unknown precision 'fp8'; allowed: fp32, bf16, fp16"),
     (["--devices", "gpu"], "unknown device 'gpu'; allowed: cpu, cuda, cuda:N"),
     (["--config", "CFG_UNKNOWN"], "unknown field 'sweep.batchsize'"),
@@ -144,8 +149,10 @@ def _materialise(args, tmp_path):
     (tmp_path / "unknown.yaml").write_text("sweep:\n  batchsize: [1]\n")
     (tmp_path / "broken.yaml").write_text("sweep: [1,\n")
     (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "latin1.yaml").write_bytes("# r\xe9sum\xe9\n".encode("latin-1"))
     subs = {"CFG_UNKNOWN": tmp_path / "unknown.yaml", "CFG_BROKEN": tmp_path / "broken.yaml",
-            "CFG_MISSING": tmp_path / "missing.yaml", "OUT_EXISTING": tmp_path / "existing.h5",
+            "CFG_MISSING": tmp_path / "missing.yaml",
+            "CFG_LATIN1": tmp_path / "latin1.yaml", "A_DIR": tmp_path, "OUT_EXISTING": tmp_path / "existing.h5",
             "OUT_UNWRITABLE": tmp_path / "a_file" / "out.h5"}
     return [str(subs.get(a, a)) for a in args]
 
@@ -159,7 +166,7 @@ def test_bad_input_exit_2_and_nothing_lost(tmp_path, n, args, message):
     args = _materialise(args, tmp_path)
     base = ["--config", str(TINY)] if "--config" not in args else []
     if "--output" not in args:
-        args += ["--output", str(existing)] if message.startswith("already") else ["--output", str(tmp_path / "o.h5")]
+        args += ["--output", str(tmp_path / "o.h5")]
     proc = run_cli(base + args, n=n, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr, proc.stderr

@@ -100,11 +100,11 @@ def _part(comm: MPI.Comm, cfg: Config, options: Options, layout: Layout, host_ro
     """This rank's part: the one place that tells rank 0 from the others, and a sweep from scaling."""
     scaling = cfg.cluster.mode == "scaling"
     if comm.rank == 0 and scaling:
-        return lead_scaling(cfg, comm, layout, host_rows, executor)
+        return lead_scaling(cfg, comm, layout, host_rows, stop, executor)
     if comm.rank == 0:
         return lead_sweep(cfg, comm, layout, host_rows, stop, options, executor)
     if scaling:
-        run_scaling(comm, cfg, expand(cfg), executor, layout.workers)
+        run_scaling(comm, cfg, expand(cfg), executor, layout.workers, stop=stop)
     else:
         serve(comm, executor.run)
     return 0

@@ -35,18 +35,6 @@ def quiet_barrier(comm: MPI.Comm) -> None:
     wait(comm.Ibarrier())
 
 
-def poll_any(comm: MPI.Comm, tag: int, backoff: Backoff,
-             until: Callable[[], bool] = lambda: False) -> tuple[object, int] | None:
-    """The next message with `tag` from any rank, sleeping between polls; None once `until()` holds."""
-    status = MPI.Status()
-    while not comm.Iprobe(MPI.ANY_SOURCE, tag, status):
-        if until():
-            return None
-        backoff.sleep()
-    backoff.reset()
-    source = status.Get_source()
-    return comm.recv(source=source, tag=tag), source
-
 
 def recv_from(comm: MPI.Comm, source: int, tag: int, backoff: Backoff | None = None) -> object:
     """Blocking receive from one rank that sleeps between polls."""

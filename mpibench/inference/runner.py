@@ -122,9 +122,12 @@ class Runner:
         return Measurement(raw, cold_ns, warmup_iters, measure_s, converged, window.reading)
 
     def warm_up(self, w: Workload) -> int:
-        """At least warmup_iters iterations and warmup_s seconds; returns how many ran."""
+        """At least warmup_iters iterations and warmup_s seconds, but never past max_time_s; returns
+        how many ran."""
         m, i, t0 = self.m, 1, self.clock()
         while i <= m.warmup_iters or (self.clock() - t0) < m.warmup_s * 1e9:
+            if self.clock() - t0 >= m.max_time_s * 1e9:
+                break
             self.check_stop()
             self.iteration(w, i)
             i += 1
@@ -149,5 +152,5 @@ class Runner:
                 return samples, False
 
     def check_stop(self) -> None:
-        if self.should_stop():
-            raise Interrupted("stopped by signal")
+        if why := self.should_stop():
+            raise Interrupted(f"stopped by {why if isinstance(why, str) else 'a stop request'}")

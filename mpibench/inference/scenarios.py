@@ -41,11 +41,16 @@ def latency_percentiles(lat_ms: np.ndarray) -> tuple[dict[int, float], str]:
     return {p: math.nan if p in short else float(np.percentile(lat_ms, p)) for p in MIN_SAMPLES}, note
 
 
-def sleep_until(clock: Callable[[], int]) -> Callable[[int], None]:
+#: The longest a server sleeps between looks at the stop flag.
+STOP_CHECK_S = 0.1
+
+
+def sleep_until(clock: Callable[[], int], check_stop: Callable[[], None] = lambda: None) -> Callable[[int], None]:
+    """A wait for the next arrival that looks at the stop flag every STOP_CHECK_S."""
     def wait(t_ns: int) -> None:
-        delay = (t_ns - clock()) / 1e9
-        if delay > 0:
-            time.sleep(delay)
+        while (delay := (t_ns - clock()) / 1e9) > 0:
+            check_stop()
+            time.sleep(min(delay, STOP_CHECK_S))
     return wait
 
 
@@ -68,12 +73,15 @@ class ServerRun:
 
 def serve(run_batch: Callable[[int, int], list[int]], rate_sps: float, batch_size: int, n_requests: int,
           seed: int, clock: Callable[[], int] = time.perf_counter_ns,
-          wait: Callable[[int], None] | None = None) -> ServerRun:
-    """Feed `n_requests` Poisson arrivals to `run_batch(i, k)` (batch number, size -> phase ns)."""
+          wait: Callable[[int], None] | None = None, max_s: float = math.inf) -> ServerRun:
+    """Feed `n_requests` Poisson arrivals to `run_batch(i, k)` (batch number, size -> phase ns); only
+    those arriving within `max_s` seconds are offered (at least one), so a run at a low rate ends."""
     wait = wait or sleep_until(clock)
     rng = np.random.default_rng(seed)
     t0 = clock()
-    arrivals = t0 + np.cumsum(rng.exponential(1e9 / rate_sps, n_requests)).astype(np.int64)
+    offsets = np.cumsum(rng.exponential(1e9 / rate_sps, n_requests))
+    n_requests = max(1, int(np.searchsorted(offsets, max_s * 1e9, side="right")))
+    arrivals = t0 + offsets[:n_requests].astype(np.int64)
     latency = np.empty(n_requests, dtype=np.float64)
     sizes, phases, done, i = [], [], 0, 0
     while done < n_requests:
@@ -145,7 +153,8 @@ def _server(task, workload: Workload, runner: Runner, server_cfg, seed: int, bef
 
     def at(rate: float) -> ServerRun:
         n = int(min(server_cfg.min_requests, max(MIN_SAMPLES[90], rate * measure.max_time_s)))
-        return serve(run_batch, rate, task.batch_size, n, seed, clock=runner.clock)
+        return serve(run_batch, rate, task.batch_size, n, seed, clock=runner.clock,
+                     wait=sleep_until(runner.clock, runner.check_stop), max_s=measure.max_time_s)
 
     with energy_window(runner.meter) as window:
         if task.rate_sps:
