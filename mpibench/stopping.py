@@ -7,6 +7,8 @@ points (between polls, between iterations), so the file is always closed by ordi
 from __future__ import annotations
 
 import signal
+import time
+from typing import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -35,3 +37,10 @@ class StopFlag:
     def __call__(self) -> str | None:
         """The reason to stop (the signal's name), or None."""
         return self.signal
+
+
+def sleep_unless(stop: Callable[[], object], seconds: float, step_s: float = 0.1) -> None:
+    """Sleep `seconds`, or less once `stop()` says so (looked at every `step_s`)."""
+    end = time.monotonic() + seconds
+    while not stop() and (left := end - time.monotonic()) > 0:
+        time.sleep(min(step_s, left))

@@ -562,3 +562,14 @@ def test_real_pyrapl_reports_why_it_cannot_read():
     else:
         assert availability.status in ("absent", "permission", "error")
         assert availability.reason.startswith("pyRAPL.setup() failed: ") and meter.cause is not None
+
+
+def test_a_stop_request_ends_the_idle_wait():
+    import time
+
+    from mpibench.stopping import sleep_unless
+
+    asked = {"at": time.monotonic() + 0.2}
+    t0 = time.monotonic()
+    sleep_unless(lambda: time.monotonic() > asked["at"], 600.0, step_s=0.05)
+    assert time.monotonic() - t0 < 30  # far from 600 s, even on a busy machine

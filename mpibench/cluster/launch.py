@@ -77,7 +77,7 @@ def _run(comm: MPI.Comm, cfg: Config, options: Options, stop: StopFlag) -> int:
     """Find the layout, make this rank's executor, check energy everywhere, then play the rank's part."""
     topo = discover(comm)
     binding = bind(topo, cfg.cluster.isolation)
-    host_rows = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s)
+    host_rows = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s, stop)
     gpus = visible_gpus(cfg) if measures(comm.rank, comm.size) else 0
     layout = Layout.gather(comm, topo, binding, cfg.cluster.isolation, gpus)
     if comm.rank == 0 and layout.oversubscribed:

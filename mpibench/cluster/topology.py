@@ -7,6 +7,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
+from typing import Callable
 
 from mpi4py import MPI
 
@@ -71,9 +72,9 @@ def discover(comm: MPI.Comm) -> Topology:
     )
 
 
-def host_facts(topo: Topology, energy_backend: str, idle_s: float) -> dict:
+def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callable[[], object] = lambda: None) -> dict:
     """One /hosts row, collected by a node's leader (with its idle power, while every rank waits)."""
-    idle, status = idle_power(energy_backend, idle_s)
+    idle, status = idle_power(energy_backend, idle_s, stop)
     return {
         "host": topo.host,
         "cpu_model": cpu_model(),
@@ -86,27 +87,31 @@ def host_facts(topo: Topology, energy_backend: str, idle_s: float) -> dict:
     }
 
 
-def idle_power(backend: str, seconds: float) -> tuple[dict[str, float], str]:
-    """Host idle power per domain (the CPU counters; GPUs idle at their own floor), and the status."""
+def idle_power(backend: str, seconds: float, stop: Callable[[], object] = lambda: None
+               ) -> tuple[dict[str, float], str]:
+    """Host idle power per domain (the CPU counters; GPUs idle at their own floor), and the status; a stop
+    request ends the measurement early (the power is over the shorter window)."""
     from mpibench.energy import make_meter, measure_idle
+    from mpibench.stopping import sleep_unless
 
     meter = make_meter("none" if backend == "none" else "auto")  # never fails; --energy is checked later
     try:
         a = meter.available()
         if not a.ok or seconds <= 0:
             return {}, a.status
-        return measure_idle(meter, seconds), "ok"
+        return measure_idle(meter, seconds, sleep=lambda s: sleep_unless(stop, s)), "ok"
     finally:
         meter.close()
 
 
-def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str, idle_s: float) -> list[dict] | None:
+def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str, idle_s: float,
+                 stop: Callable[[], object] = lambda: None) -> list[dict] | None:
     """Every node's facts at rank 0 (None elsewhere), in node order. Collective over comm.
 
     The other ranks sleep in a quiet barrier while the leaders measure idle power: a blocking
     gather would spin on their cores and count in the idle baseline.
     """
-    facts = host_facts(topo, energy_backend, idle_s) if topo.is_node_leader else None
+    facts = host_facts(topo, energy_backend, idle_s, stop) if topo.is_node_leader else None
     quiet_barrier(comm)
     rows = comm.gather((topo.node, facts), root=0)
     if comm.rank != 0:
