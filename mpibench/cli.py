@@ -178,12 +178,6 @@ def launcher_size() -> int:
     return 1
 
 
-def check_output(path: Path, *, overwrite: bool, resume: bool = False) -> None:
-    """Refuse an output we must not touch, before any work is done."""
-    check_location(path)
-    _check_exists(Path(path), overwrite=overwrite, resume=resume)
-
-
 def check_location(path: Path, flag: str = "--output") -> None:
     """The path can become a file: not a directory, and its nearest existing directory is writable."""
     path = Path(path)

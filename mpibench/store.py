@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -207,16 +207,9 @@ class Store:
         So the note is written fixed-size (no global heap, see the module's docstring)."""
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
         fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-        deadline = time.monotonic() + LOCKED_WAIT_S
-        while True:  # readers hold the file's lock while they read it: wait for a moment without one
-            try:
-                fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        f = h5py.File(fid)
+        # readers hold the file's lock while they read it: wait for a moment without one
+        f = h5py.File(when_unlocked(lambda: h5py.h5f.open(os.fsencode(str(path)),
+                                                          h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)))
         if resume is not None:
             note = json.dumps(json.loads(_text(f.attrs.get("resumes", "[]"))) + [resume]).encode()
             f.attrs.create("resumes", data=note, dtype=h5py.string_dtype("utf-8", len(note)))
@@ -375,10 +368,23 @@ def _now() -> str:
 # ---------------------------------------------------------------- reading
 
 
+T = TypeVar("T")
 #: How long a reader waits for a writer that holds the file alone (a --resume opening it).
 LOCKED_WAIT_S = 10.0
 #: What h5py raises when it reads a damaged file (a failed checksum, a missing object, a malformed value).
 DAMAGE = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
+def when_unlocked(open_file: Callable[[], T]) -> T:
+    """`open_file()`, tried again while another process holds the file's lock, for up to LOCKED_WAIT_S."""
+    deadline = time.monotonic() + LOCKED_WAIT_S
+    while True:
+        try:
+            return open_file()
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def open_run(path: str | Path) -> h5py.File:
     """Open a run file for reading (also one being written, or whose writer was killed). What is not
     ours, newer, truncated or damaged is refused with one UsageError line, within seconds."""
@@ -386,18 +392,13 @@ def open_run(path: str | Path) -> h5py.File:
     if not p.is_file():
         raise UsageError(f"{str(p)!r}: no such file")
     hdf5io.check_layout(p)
-    deadline = time.monotonic() + LOCKED_WAIT_S
-    while True:
-        try:
-            f = hdf5io.open_swmr(p)
-            break
-        except BlockingIOError:  # a writer holds it alone for a moment
-            if time.monotonic() > deadline:
-                raise UsageError(f"{str(p)!r} stayed locked by its writer for {LOCKED_WAIT_S:g} s") from None
-            time.sleep(0.05)
-        except DAMAGE as err:
-            raise UsageError(f"{str(p)!r} is damaged, or not an HDF5 file mpibench can read "
-                             f"({_one_line(err)})") from None
+    try:
+        f = when_unlocked(lambda: hdf5io.open_swmr(p))  # a writer may hold it alone for a moment
+    except BlockingIOError:
+        raise UsageError(f"{str(p)!r} stayed locked by its writer for {LOCKED_WAIT_S:g} s") from None
+    except DAMAGE as err:
+        raise UsageError(f"{str(p)!r} is damaged, or not an HDF5 file mpibench can read "
+                         f"({_one_line(err)})") from None
     try:
         _check_ours(f, p)
     except DAMAGE as err:

@@ -3,7 +3,7 @@
 import pytest
 
 from mpibench import config as C
-from mpibench.cli import check_output, config_flags, load_config
+from mpibench.cli import claim_output, config_flags, load_config
 from mpibench.errors import UsageError
 from mpibench.run import build_parser
 
@@ -109,19 +109,25 @@ def test_malformed_and_missing_files(tmp_path):
         parse(config=scalar)
 
 
+def check_output(path, overwrite):
+    claim_output(path, overwrite=overwrite, resume=False, need_bytes=0).release()
+
+
 def test_output_checks(tmp_path):
     existing = tmp_path / "a.h5"
     existing.write_bytes(b"data")
     with pytest.raises(UsageError, match="already exists; pass --overwrite"):
         check_output(existing, overwrite=False)
     check_output(existing, overwrite=True)
+    assert existing.read_bytes() == b"data"  # checked and claimed, never touched
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     with pytest.raises(UsageError, match="cannot write to directory"):
         check_output(not_a_dir / "out.h5", overwrite=False)
     with pytest.raises(UsageError, match="is a directory"):
         check_output(tmp_path, overwrite=False)
-    check_output(tmp_path / "new" / "deeper" / "x.h5", overwrite=False)  # parents are created later
+    check_output(tmp_path / "new" / "deeper" / "x.h5", overwrite=False)
+    assert not (tmp_path / "new" / "deeper" / "x.h5").exists()
 
 
 def test_every_field_has_a_flag_with_its_description():
