@@ -88,7 +88,7 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
             by[tuple(r[d] for d in DIMENSIONS if d != "batch_size")].append(r)
     table = Table(title="Best batch size by throughput (end to end)")
     for col in ("device", "precision", "seq", "threads", "scenario", "best batch", "samples/s",
-                "95% CI (ms)", "p99 ms", "vs smallest batch"):
+                "95% CI", "p99 ms", "vs smallest batch"):
         table.add_column(col, justify="right" if col not in ("device", "precision", "scenario") else "left")
     for _, rs in sorted(by.items()):
         best = max(rs, key=lambda r: r["throughput_sps"])
@@ -97,8 +97,8 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
         table.add_row(best["device"], best["precision"], str(best["seq_len"]), str(best["threads"]),
                       _variant(best), str(best["batch_size"]),
                       f"{best['throughput_sps']:.1f}",
-                      f"{best['e2e_ci_low_ms']:.2f}-{best['e2e_ci_high_ms']:.2f}",
-                      f"{best['e2e_p99_ms']:.2f}",
+                      f"{best['throughput_ci_low_sps']:.1f}-{best['throughput_ci_high_sps']:.1f}",
+                      f"{best['latency_p99_ms']:.2f}",
                       f"x{gain:.2f} (bs {smallest['batch_size']})")
     console.print(table)
     for line in _contrast_lines([r for rs in by.values() for r in rs]):

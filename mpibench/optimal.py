@@ -31,7 +31,7 @@ def score(row: dict, objective: str, slo_ms: float | None) -> float:
     if objective == "throughput":
         return row["throughput_sps"]
     if objective == "latency":
-        p99 = row["e2e_p99_ms"]
+        p99 = row["latency_p99_ms"]
         if slo_ms is not None:  # meet the bound, then the most throughput
             return row["throughput_sps"] if p99 <= slo_ms else -math.inf
         return -p99

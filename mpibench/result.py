@@ -34,8 +34,15 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("cold_ms", "f8", "end-to-end time of the very first call"),
     Column("warmup_iters", "i8", "warm-up iterations run after the cold call"),
     Column("measure_s", "f8", "wall time of the measured iterations"),
-    Column("throughput_sps", "f8", "samples per second, end to end (batch_size / e2e_mean)"),
-    Column("forward_throughput_sps", "f8", "samples per second of the forward phase alone"),
+    Column("throughput_sps", "f8", "samples per second, end to end: batch_size / e2e_p50 (server: requests "
+                                   "completed per second, server_achieved_sps)"),
+    Column("throughput_ci_low_sps", "f8", "95 % CI of throughput_sps: batch_size / e2e_ci_high (server: NaN)"),
+    Column("throughput_ci_high_sps", "f8", "95 % CI of throughput_sps: batch_size / e2e_ci_low (server: NaN)"),
+    Column("throughput_mean_sps", "f8", "the mean-based rate: batch_size / e2e_mean (server: as throughput_sps)"),
+    Column("forward_throughput_sps", "f8", "samples per second of the forward phase alone: batch_size / "
+                                           "forward_p50 (server: samples of the batches run / their forward time)"),
+    Column("latency_p99_ms", "f8", "the p99 latency a configuration is judged by: e2e_p99 of its batches "
+                                   "(server: server_p99 of its requests)"),
     *[Column(f"e2e_{s}_ms", "f8", f"end-to-end latency per batch: {s}")
       for s in ("mean", "std", "p50", "p90", "p99", "min", "max")],
     Column("e2e_ci_low_ms", "f8", "95 % CI of the median end-to-end latency: low"),
@@ -64,7 +71,9 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("energy_dram_j", "f8", "DRAM energy, J"),
     Column("energy_gpu_j", "f8", "GPU energy, J"),
     Column("j_per_sample", "f8", "energy_j per sample measured"),
-    Column("energy_status", "str", "ok, shared, or why energy is NaN (unavailable, absent, permission, ...)"),
+    Column("energy_status", "str", "ok, shared, or why energy is NaN (unavailable, absent, permission, stuck, "
+                                  "...)"),
+    Column("energy_reason", "str", "the sentence behind an energy_status other than ok (empty when ok)", 512),
     Column("energy_method", "str", "counter, sampled, estimated or none"),
     Column("start_time", "f8", "task start, Unix seconds"),
     Column("end_time", "f8", "task end, Unix seconds"),

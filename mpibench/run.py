@@ -129,8 +129,13 @@ def _resume_config(ns) -> Config:
                          "start a new run with --output")
     if not ns.resume.is_file():
         raise UsageError(f"--resume: {str(ns.resume)!r} does not exist")
-    stored = read_config(ns.resume)
-    if "optimal_objective" in read_attrs(ns.resume):
+    from mpibench import SCHEMA_VERSION
+
+    stored, attrs = read_config(ns.resume), read_attrs(ns.resume)
+    if attrs.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION:
+        raise UsageError(f"--resume: {str(ns.resume)!r} has schema version {attrs['schema_version']}, from an older "
+                         f"mpibench (this one writes {SCHEMA_VERSION}); finish it with that version, or start a new run")
+    if "optimal_objective" in attrs:
         raise UsageError(f"--resume: {str(ns.resume)!r} is an --optimal run; run --optimal again")
     if stored.get("cluster", {}).get("mode") == "scaling":
         raise UsageError(f"--resume: {str(ns.resume)!r} is a scaling run; its windows must be "

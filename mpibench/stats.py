@@ -85,16 +85,24 @@ def summarize(raw_ns: dict[str, np.ndarray], batch_size: int) -> dict[str, float
         "e2e_p50_ms": s.p50_ms, "e2e_p90_ms": s.p90_ms, "e2e_p99_ms": s.p99_ms,
         "e2e_min_ms": s.min_ms, "e2e_max_ms": s.max_ms,
         "e2e_ci_low_ms": lo, "e2e_ci_high_ms": hi,
-        "throughput_sps": _per_second(batch_size, s.mean_ms),
+        # one definition of throughput: from the median latency, with the CI the median's CI implies
+        "throughput_sps": _per_second(batch_size, s.p50_ms),
+        "throughput_ci_low_sps": _per_second(batch_size, hi),
+        "throughput_ci_high_sps": _per_second(batch_size, lo),
+        "throughput_mean_sps": _per_second(batch_size, s.mean_ms),
+        "latency_p99_ms": s.p99_ms,
     }
     for p in PHASES:
         ps = Summary.of_ns(raw_ns[p])
         row[f"{p}_mean_ms"] = ps.mean_ms
         row[f"{p}_p50_ms"] = ps.p50_ms
         row[f"{p}_p99_ms"] = ps.p99_ms
-    row["forward_throughput_sps"] = _per_second(batch_size, row["forward_mean_ms"])
+    row["forward_throughput_sps"] = _per_second(batch_size, row["forward_p50_ms"])
     return row
 
 
-def _per_second(batch_size: int, mean_ms: float) -> float:
-    return batch_size / (mean_ms / 1e3) if mean_ms and mean_ms > 0 else math.nan
+def _per_second(batch_size: int, ms: float) -> float:
+    """batch_size over a latency in ms; NaN where the latency is unknown, infinite where it is 0."""
+    if math.isnan(ms):
+        return math.nan
+    return batch_size / (ms / 1e3) if ms > 0 else math.inf

@@ -54,7 +54,9 @@ HOST_COLUMNS: tuple[Column, ...] = (
     Column("ranks", "str", "MPI ranks on the node, comma-separated", 4096),
     Column("idle_power_w", "str", "JSON: idle power per energy domain measured at start, W (null: unreadable)",
            1024),
-    Column("energy_status", "str", "what the node's energy counters allow: ok, or why not (absent, permission, ...)"),
+    Column("energy_status", "str", "what the node's energy counters allow: ok, or why not (absent, permission, "
+                                   "stuck: a counter stood still over the idle window, ...)"),
+    Column("energy_reason", "str", "the sentence behind an energy_status other than ok", 512),
 )
 
 #: /energy: the raw counter samples read during the tasks.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, mpi_env, run_cli, sha256
-from mpibench.analysis import analyze, synthetic as S
+from mpibench.analysis import analyze, report, synthetic as S
 from mpibench.analyze import main
 from mpibench.config import build
 from mpibench.store import read_tasks
@@ -180,6 +180,26 @@ def test_nothing_usable_still_gives_a_report(tmp_path):
     assert best["batch_size"] is None and best["value"] is None
 
 
+def test_nothing_converged_still_draws_every_figure(tmp_path):
+    rows = S.sweep(batch_sizes=(1, 2, 4, 8), n=60, power_w=150.0, converged=False)
+    path = S.write(tmp_path / "unconverged.h5", rows)
+    add_scaling(path)
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    names = (*FIGURES, "energy", "scaling_ranks", "scaling_nodes")
+    for name in names:
+        assert_png(out / f"{name}.png")
+        assert f"]({name}.png)" in md, name
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(names)
+    assert "No throughput recommendation" in md and "did not converge" in md
+    a = analyze(path)
+    assert not a.tasks["converged"][a.rows].any()
+    assert [f(a, tmp_path).name for f in report.FIGURES] == [  # pareto too, with its unconverged points
+        "throughput", "per_sample_latency", "phases", "latency_percentiles", "energy", "pareto", "scaling_ranks",
+        "scaling_nodes"]
+
+
 def test_drift_within_a_measurement_is_reported(tmp_path):
     rng = np.random.default_rng(1)
     means = S.phase_means_ms("cpu", "fp32", 4, 128)
@@ -276,15 +296,22 @@ def test_real_mpirun_run_analysed(tiny_run_4, tmp_path):
     out = tmp_path / "analysis"
     proc = cli(tiny_run_4, "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name in FIGURES:
+    md = (out / "report.md").read_text()
+    for name in FIGURES:  # drawn whether or not the measurements converged
         assert_png(out / f"{name}.png")
+        assert f"]({name}.png)" in md
     opt = json.loads((out / "optimal.json").read_text())
     best = opt["objectives"]["throughput"]["per_device"][0]
-    assert best["device"] == "cpu" and best["batch_size"] in (1, 2, 4) and best["precision"] in ("fp32", "bf16")
-    name = f"cpu {best['precision']} bs={best['batch_size']} seq=32 threads=1"
-    assert f"**Recommended for throughput: {name}" in (out / "report.md").read_text()
-    assert name in proc.stdout or f"{best['precision']} bs={best['batch_size']}" in proc.stdout
+    assert best["device"] == "cpu"
     t = read_tasks(tiny_run_4)
-    assert math.isclose(best["value"], best["batch_size"] * 1e3 /
-                        t["e2e_p50_ms"][list(t["task_id"]).index(best["task_id"])])
+    if not ((t["status"] == "ok") & t["converged"].astype(bool)).any():  # a loaded machine: nothing to choose
+        assert best["batch_size"] is None and "did not converge" in best["reason"]
+        assert "No throughput recommendation" in md and "did not converge" in proc.stdout
+    else:
+        assert best["batch_size"] in (1, 2, 4) and best["precision"] in ("fp32", "bf16")
+        name = f"cpu {best['precision']} bs={best['batch_size']} seq=32 threads=1"
+        assert f"**Recommended for throughput: {name}" in md
+        assert name in proc.stdout or f"{best['precision']} bs={best['batch_size']}" in proc.stdout
+        i = list(t["task_id"]).index(best["task_id"])
+        assert t["converged"][i] and math.isclose(best["value"], best["batch_size"] * 1e3 / t["e2e_p50_ms"][i])
     assert run_cli(["--compare", tiny_run_4, tiny_run_4], module="mpibench.analyze").returncode == 0

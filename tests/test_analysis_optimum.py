@@ -18,7 +18,7 @@ def table(*rows: dict) -> dict[str, np.ndarray]:
         full.append({"task_id": i, "model": "m", "device": "cpu", "precision": "fp32", "batch_size": bs,
                      "seq_len": 128, "threads": 4, "status": "ok", "converged": True, "message": "",
                      "e2e_p50_ms": p50, "e2e_ci_low_ms": p50 * (1 - ci), "e2e_ci_high_ms": p50 * (1 + ci),
-                     "e2e_p99_ms": p50 * 1.2, "j_per_sample": math.nan, "energy_status": "unavailable", **r})
+                     "e2e_p99_ms": p50 * 1.2, "throughput_sps": thr, "j_per_sample": math.nan, "energy_status": "unavailable", **r})
     return {k: np.array([row[k] for row in full]) for k in full[0]}
 
 

@@ -77,7 +77,7 @@ TESTED_BY = {
         "tests/test_scenarios.py::test_eager_attention_and_compile_backend",
     "mpirun -n 3 python -m mpibench.run --optimal results/tiny.h5 --output results/tiny-optimal.h5":
         "tests/test_optimal.py::test_from_a_file_runs_the_chosen_configuration",
-    "mpirun -n 3 python -m mpibench.run --model synthetic --seq-lens 100 --warmup-s 0 --min-time 0.3 "
+    "mpirun -n 3 python -m mpibench.run --model synthetic --seq-lens 10 --warmup-s 0 --min-time 0.3 "
     "--batch-sizes 1,2,4,8,16 --optimal --output results/search.h5": "tests/test_optimal.py::test_search_then_final",
     "sbatch --wait jobscripts/cpu.sbatch --config configs/tiny.yaml": "tests/test_slurm.py::cpu_job",
     "MPIBENCH_LAUNCHER=mpirun sbatch --ntasks-per-node=3 --cpus-per-task=2 jobscripts/cpu.sbatch "

@@ -7,6 +7,7 @@ import random
 import sys
 import threading
 import types
+from collections import Counter
 
 import pytest
 
@@ -314,6 +315,7 @@ def test_background_thread_polls_without_help_and_stops_on_close(tmp_path):
             reads.append(threading.current_thread().name)
             if reads.count("mpibench-rapl-poll") >= 3:
                 enough.set()
+            return f"{len(reads)}\n"  # a live counter: 1 µJ more at each read
         return read_text(path)
 
     meter = RaplMeter(str(tmp_path), read=counting_read)
@@ -403,6 +405,20 @@ def test_columns_no_samples_or_no_domains_are_nan():
     assert empty["energy_status"] == "absent" and math.isnan(empty["energy_j"])
 
 
+def test_columns_carry_the_reason_with_the_status():
+    from mpibench.result import RESULT_COLUMNS
+
+    ok = reading(CPU).columns(8, cpu_exclusive=True)
+    assert ok["energy_reason"] == "" and set(ok) <= {c.name for c in RESULT_COLUMNS}
+    assert "shared the CPU packages" in reading(CPU).columns(8, cpu_exclusive=False)["energy_reason"]
+    gpu = reading({"gpu-abc": 1.0}).columns(8, cpu_exclusive=True, gpu_exclusive=False)
+    assert gpu["energy_status"] == "shared" and "shared the GPU" in gpu["energy_reason"]
+    unread = EnergyReading({"cpu-package-0": float("nan")}, {"cpu-package-0": "absent"}, 2.0, "none",
+                           {"cpu-package-0": DISABLED_REASON})
+    assert unread.columns(8, cpu_exclusive=False)["energy_reason"] == DISABLED_REASON  # not "shared": unread
+    assert reading({}).columns(8, cpu_exclusive=True)["energy_reason"] == "no energy domain was read"
+
+
 def test_kind_totals_are_nan_when_any_part_is():
     r = reading({"cpu-package-0": 1.0, "cpu-package-1": float("nan"), "dram-0": 2.0})
     assert math.isnan(r.cpu_j) and r.dram_j == 2.0 and math.isnan(r.total_j)
@@ -485,16 +501,70 @@ def test_measure_idle_gives_watts_per_domain(tmp_path, clock):
         clock.t += seconds
         set_energy(pkg, 250_000_000)
 
-    watts = measure_idle(meter, 10.0, sleep=sleep)
-    assert watts["cpu-package-0"] == 25.0 and math.isnan(watts["dram-0"])
+    idle = measure_idle(meter, 10.0, sleep=sleep)
+    assert idle.watts["cpu-package-0"] == 25.0 and math.isnan(idle.watts["dram-0"])
+    assert (idle.status, idle.reason) == ("ok", "")
+
+
+def test_counter_that_stands_still_at_idle_is_stuck_not_zero_watts(tmp_path, clock):
+    pkg = write_zone(tmp_path, "intel-rapl:0", "package-0", energy_uj=5_000_000)
+    write_zone(pkg, "intel-rapl:0:0", "dram", energy_uj=1_000)
+    meter = rapl(tmp_path, clock)
+
+    def sleep(seconds: float) -> None:  # the package moves, the DRAM counter never does
+        clock.t += seconds
+        set_energy(pkg, 45_000_000)
+
+    idle = measure_idle(meter, 4.0, sleep=sleep)
+    assert idle.watts["cpu-package-0"] == 10.0 and math.isnan(idle.watts["dram-0"])
+    assert idle.status == "stuck"
+    assert idle.reason.startswith("dram-0: the counter did not advance over the 4 s window")
+
+
+def test_counter_that_stands_still_over_a_task_is_stuck_nan_with_reason(tmp_path, clock):
+    write_zone(tmp_path, "intel-rapl:0", "package-0", energy_uj=7_000_000)
+    meter = rapl(tmp_path, clock)
+    meter.start()
+    clock.t += 0.2
+    short = meter.stop()  # too short to tell a still counter from a quiet one
+    assert (short.joules, short.status) == ({"cpu-package-0": 0.0}, {"cpu-package-0": "ok"})
+    meter.start()
+    for _ in range(3):
+        clock.t += 1.0
+        meter.poll()
+    r = meter.stop()
+    assert math.isnan(r.joules["cpu-package-0"]) and r.status == {"cpu-package-0": "stuck"}
+    assert "did not advance over the 3 s window" in r.reasons["cpu-package-0"]
+    cols = r.columns(8, cpu_exclusive=True)
+    assert cols["energy_status"] == "stuck" and cols["energy_reason"] == r.reasons["cpu-package-0"]
+    for key in ("energy_j", "energy_cpu_j", "j_per_sample"):
+        assert math.isnan(cols[key]), key
+
+
+def test_stuck_check_marks_only_the_domains_that_read_exactly_zero():
+    r = EnergyReading({"gpu-abc": 0.0, "cpu-package-0": 5.0, "dram-0": float("nan")},
+                      {"gpu-abc": "ok", "cpu-package-0": "ok", "dram-0": "permission"}, 0.5, "counter",
+                      {"dram-0": "dram-0: permission denied"}).stuck_checked()
+    assert r.status == {"gpu-abc": "stuck", "cpu-package-0": "ok", "dram-0": "permission"}
+    assert math.isnan(r.joules["gpu-abc"]) and r.joules["cpu-package-0"] == 5.0
+    assert r.reasons["dram-0"] == "dram-0: permission denied" and r.reasons["gpu-abc"].startswith("gpu-abc: ")
+    cols = r.columns(4, cpu_exclusive=True)
+    assert (cols["energy_status"], cols["energy_reason"]) == ("stuck", r.reasons["gpu-abc"])
+    nan_window = EnergyReading({"cpu-package-0": 0.0}, {"cpu-package-0": "ok"}, float("nan"), "none")
+    assert nan_window.stuck_checked() is nan_window
 
 
 # ---- pyRAPL adapter -------------------------------------------------------------------------
 
 
-def fake_pyrapl(setup_error: Exception | None = None, pkg=None, dram=None):
-    """The part of pyRAPL the adapter uses: setup(), Measurement(label).begin/end/result."""
+def fake_pyrapl(setup_error: Exception | None = None, pkg=None, dram=None, *, later=None):
+    """The part of pyRAPL the adapter uses: setup(), Measurement(label).begin/end/result.
+
+    Every measurement gives ``pkg`` and ``dram``, or, when ``later`` is given, only the first (the
+    adapter's probe at setup) does and the others give ``later``'s (pkg, dram).
+    """
     module = types.ModuleType("pyRAPL")
+    ended = []
 
     def setup(devices=None, socket_ids=None):
         if setup_error is not None:
@@ -502,13 +572,15 @@ def fake_pyrapl(setup_error: Exception | None = None, pkg=None, dram=None):
 
     class Measurement:
         def __init__(self, label, output=None):
-            self.result = None
+            self.label, self.result = label, None
 
         def begin(self):
             pass
 
         def end(self):
-            self.result = types.SimpleNamespace(label="mpibench", duration=1.0, pkg=pkg, dram=dram)
+            p, d = (pkg, dram) if later is None or not ended else later
+            ended.append(self.label)
+            self.result = types.SimpleNamespace(label="mpibench", duration=1.0, pkg=p, dram=d)
 
     class PyRAPLCantRecordEnergyConsumption(Exception):
         pass
@@ -538,17 +610,175 @@ def test_pyrapl_setup_failures_become_statuses(monkeypatch):
     assert availability.status == "permission" and "/sys/x/energy_uj" in availability.reason
 
 
-def test_pyrapl_results_per_socket_and_wrap_is_nan(monkeypatch, clock):
+def test_pyrapl_results_per_socket_and_wrap_is_nan(monkeypatch, clock, tmp_path):
     module = fake_pyrapl(pkg=[2_000_000.0, -4_000.0], dram=[500_000.0, 250_000.0])  # socket 1 wrapped
     monkeypatch.setitem(sys.modules, "pyRAPL", module)
-    meter = PyRaplMeter(clock=clock)
+    meter = PyRaplMeter(clock=clock, powercap_root=str(tmp_path))
     assert meter.available().ok
     meter.start()
     clock.t += 1.5
     r = meter.stop()
     assert r.joules["cpu-package-0"] == 2.0 and math.isnan(r.joules["cpu-package-1"])
     assert r.status["cpu-package-1"] == "error" and r.joules["dram-1"] == 0.25
+    assert "negative delta" in r.reasons["cpu-package-1"]
     assert (r.window_s, r.method) == (1.5, "counter")
+
+
+@pytest.mark.parametrize("later", [(None, None), ([3_000_000.0], None), (None, [1_000.0, 2_000.0])],
+                         ids=["both-lists-none", "dram-none-socket-1-gone", "pkg-none"])
+def test_pyrapl_domain_read_at_setup_never_disappears(monkeypatch, clock, tmp_path, later):
+    """pyRAPL drops a whole list (None) when every socket's delta is negative: NaN and a reason, not absence."""
+    module = fake_pyrapl(pkg=[0.0, 0.0], dram=[0.0, 0.0], later=later)
+    monkeypatch.setitem(sys.modules, "pyRAPL", module)
+    meter = PyRaplMeter(clock=clock, powercap_root=str(tmp_path))
+    domains = ("cpu-package-0", "cpu-package-1", "dram-0", "dram-1")
+    assert meter.available().domains == domains
+    meter.start()
+    clock.t += 0.1
+    r = meter.stop()
+    assert tuple(sorted(r.joules)) == tuple(sorted(r.status)) == domains
+    for domain in domains:
+        if r.status[domain] == "ok":
+            assert r.joules[domain] > 0
+        else:
+            assert r.status[domain] == "error" and math.isnan(r.joules[domain])
+            assert r.reasons[domain].startswith(f"{domain}: pyRAPL gave no value")
+    assert math.isnan(r.total_j)
+    assert r.columns(4, cpu_exclusive=True)["energy_status"] == "error"
+
+
+class Powercap:
+    """Fabricated powercap counters drawing constant power, rewritten in place as sysfs does.
+
+    ``run(s)`` advances the clock and every counter; ``true_uj`` is the energy drawn so far, the counter
+    is that modulo its range + 1.
+    """
+
+    def __init__(self, root, clock: FakeClock, zones: dict[str, tuple[str, float, int]]) -> None:
+        self.clock = clock
+        self.zones = {}  # domain -> (zone directory, watts, range_uj)
+        self.true_uj = {}
+        for domain, (entry, watts, range_uj) in zones.items():
+            parent = root / entry.rsplit(":", 1)[0] if entry.count(":") == 2 else root
+            name = "dram" if domain.startswith("dram") else domain.removeprefix("cpu-")
+            self.zones[domain] = (write_zone(parent, entry, name, range_uj=range_uj), watts, range_uj)
+            self.true_uj[domain] = 0
+
+    def run(self, seconds: float) -> None:
+        self.clock.t += seconds
+        for domain, (zone, watts, range_uj) in self.zones.items():
+            self.true_uj[domain] += round(watts * seconds * 1e6)
+            set_energy(zone, self.true_uj[domain] % (range_uj + 1))
+
+
+def fake_pyrapl_over(root):
+    """pyRAPL as it reads powercap: files opened once at setup and re-read from offset 0, deltas of
+    begin/end per socket (-1 where either side is missing), a list set to None when all its deltas
+    are negative. Its paths are under ``root`` instead of /sys/class/powercap/intel-rapl."""
+    module = types.ModuleType("pyRAPL")
+    files = []  # [(pkg file, dram file or None)] per socket
+
+    def setup(devices=None, socket_ids=None):
+        module.close()  # a new setup replaces the sensor, as pyRAPL's does
+        files.clear()
+        socket = 0
+        while (pkg_dir := root / f"intel-rapl:{socket}").exists():
+            drams = [d for d in sorted(pkg_dir.glob(f"intel-rapl:{socket}:*")) if (d / "name").read_text() == "dram\n"]
+            files.append((open(pkg_dir / "energy_uj"), open(drams[0] / "energy_uj") if drams else None))
+            socket += 1
+        if not files:
+            raise module.PyRAPLCantRecordEnergyConsumption(None)
+
+    def energy() -> list[float]:
+        values = []
+        for socket_files in files:
+            for f in socket_files:
+                if f is None:
+                    values.append(-1)
+                else:
+                    f.seek(0, 0)
+                    values.append(float(f.readline()))
+        return values
+
+    def only_if_any_positive(deltas):
+        return deltas if any(x >= 0 for x in deltas) else None
+
+    class Measurement:
+        def __init__(self, label, output=None):
+            self.label, self.result, self._begin = label, None, None
+
+        def begin(self):
+            self._begin = energy()
+
+        def end(self):
+            delta = [a - b if a >= 0 and b >= 0 else -1 for a, b in zip(energy(), self._begin)]
+            self.result = types.SimpleNamespace(label=self.label, duration=0.0,
+                                                pkg=only_if_any_positive(delta[0::2]),
+                                                dram=only_if_any_positive(delta[1::2]))
+
+    class PyRAPLCantRecordEnergyConsumption(Exception):
+        pass
+
+    module.setup, module.Measurement = setup, Measurement
+    module.PyRAPLCantRecordEnergyConsumption = PyRAPLCantRecordEnergyConsumption
+    module.close = lambda: [f.close() for socket_files in files for f in socket_files if f is not None]
+    return module
+
+
+# 100 W and 10 W on socket 0, 80 W and 5 W on socket 1; 300 J and 30 J counters: wraps every ~3-6 s
+WRAPPING = {"cpu-package-0": ("intel-rapl:0", 100.0, 300_000_000), "dram-0": ("intel-rapl:0:0", 10.0, 30_000_000),
+            "cpu-package-1": ("intel-rapl:1", 80.0, 300_000_000), "dram-1": ("intel-rapl:1:0", 5.0, 30_000_000)}
+
+
+def test_pyrapl_over_wrapping_counters_is_exact_or_nan_never_wrong(tmp_path, clock, monkeypatch):
+    hw = Powercap(tmp_path, clock, WRAPPING)
+    module = fake_pyrapl_over(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyRAPL", module)
+    meter = PyRaplMeter(clock=clock, powercap_root=str(tmp_path), power_bound_w=150.0)  # above each draw
+    rng, seen = random.Random(11), Counter()
+    try:
+        assert meter.available().domains == ("cpu-package-0", "cpu-package-1", "dram-0", "dram-1")
+        assert meter.wrap_s == {"cpu-package-0": 2.0, "cpu-package-1": 2.0, "dram-0": 0.2, "dram-1": 0.2}
+        assert make_meter("pyrapl", powercap_root=str(tmp_path), power_bound_w=150.0).wrap_s == meter.wrap_s
+        for _ in range(400):
+            hw.run(rng.uniform(0.0, 7.0))  # a random phase of every counter at the window's start
+            before = dict(hw.true_uj)
+            meter.start()
+            hw.run(rng.choice([rng.uniform(0.01, 0.2), rng.uniform(0.2, 2.0), rng.uniform(2.0, 12.0)]))
+            r = meter.stop()
+            assert set(r.joules) == set(r.status) == set(WRAPPING)  # no domain ever goes missing
+            for domain in WRAPPING:
+                if r.status[domain] == "ok":
+                    assert r.joules[domain] == (hw.true_uj[domain] - before[domain]) / 1e6, domain
+                    seen["ok"] += 1
+                else:
+                    assert r.status[domain] == "error" and math.isnan(r.joules[domain])
+                    why = r.reasons[domain]
+                    seen[next(k for k in ("no value", "negative delta", "longer than") if k in why)] += 1
+    finally:
+        module.close()
+    assert set(seen) == {"ok", "no value", "negative delta", "longer than"}, seen
+
+
+def test_pyrapl_662_j_across_wraps_is_nan_not_a_smaller_number(tmp_path, clock, monkeypatch):
+    """100 W + 10 W for 662 J, with 300 J and 30 J counters that wrap inside the window."""
+    hw = Powercap(tmp_path, clock, {d: z for d, z in WRAPPING.items() if d.endswith("-0")})
+    hw.run(2.0)
+    module = fake_pyrapl_over(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyRAPL", module)
+    meter = PyRaplMeter(clock=clock, powercap_root=str(tmp_path))
+    try:
+        meter.start()
+        hw.run(662 / 110)
+        r = meter.stop()
+    finally:
+        module.close()
+    assert sum(hw.true_uj.values()) - 2.0 * 110e6 == pytest.approx(662e6, abs=1)
+    assert set(r.status) == {"cpu-package-0", "dram-0"} and set(r.status.values()) == {"error"}
+    assert all(math.isnan(j) for j in r.joules.values())
+    cols = r.columns(10, cpu_exclusive=True)
+    assert cols["energy_status"] == "error" and math.isnan(cols["energy_j"]) and math.isnan(cols["energy_cpu_j"])
+    assert cols["energy_reason"].startswith("cpu-package-0: ")
 
 
 def test_real_pyrapl_reports_why_it_cannot_read():

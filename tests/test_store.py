@@ -196,3 +196,33 @@ def test_a_schema_1_file_with_variable_length_strings_still_reads(tmp_path):
     assert read_attrs(path)["schema_version"] == 1
     a = analyze(path)
     assert len(a.rows) == 3
+
+
+def test_a_schema_2_table_gets_the_figures_as_defined_now():
+    """Schema 2 stored throughput_sps as batch / mean; the analysis reads it as batch / median, the
+    server's as the rate it delivered, and judges a server by its requests' p99."""
+    from mpibench.analysis.table import latency_p99, throughput_ci
+
+    t = {"batch_size": np.array([4, 4]), "scenario": np.array(["offline", "server"]),
+         "e2e_mean_ms": np.array([5.0, 2.0]), "e2e_p50_ms": np.array([4.0, 1.0]),
+         "e2e_ci_low_ms": np.array([3.9, 0.9]), "e2e_ci_high_ms": np.array([4.1, 1.1]),
+         "e2e_p99_ms": np.array([9.0, 3.0]), "server_p99_ms": np.array([np.nan, 40.0]),
+         "throughput_sps": np.array([800.0, 19.4])}
+    value, low, high = throughput_ci(t)
+    assert value.tolist() == [1000.0, 19.4]  # 4 / 4 ms; the server's delivered rate, not 4 / 1 ms
+    assert low[0] == pytest.approx(4e3 / 4.1) and high[0] == pytest.approx(4e3 / 3.9)
+    assert low[1] == high[1] == 19.4  # no CI: the point value
+    assert latency_p99(t).tolist() == [9.0, 40.0]
+
+
+def test_resume_refuses_a_file_of_an_older_schema(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "mpibench", "schema_version": 2, "complete": False, "config_yaml": "{}"})
+        f.create_group("tasks").create_dataset("task_id", data=[0], maxshape=(None,))
+    before = path.read_bytes()
+    proc = run_cli(["--resume", path])
+    assert proc.returncode == 2 and "has schema version 2, from an older mpibench" in proc.stderr, proc.stderr
+    assert path.read_bytes() == before

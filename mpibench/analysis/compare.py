@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import col, config_of, converged, key_columns, label, latest_per_config, throughput_ci
+from mpibench.analysis.table import (col, config_of, converged, key_columns, label, latency_p99, latest_per_config,
+                                     throughput_ci)
 
 FAILING = ("failed", "oom")
 #: Verdicts that fail the gate; all but "regressed" only for a configuration usable in the base run.
@@ -58,7 +59,7 @@ def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, di
             "status": str(col(t, "status", "ok")[i]), "message": str(col(t, "message", "")[i]),
             "converged": bool(ok[i]),
             "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
-            "p99_ms": float(col(t, "e2e_p99_ms")[i])}
+            "p99_ms": float(latency_p99(t)[i])}
     return out
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from mpibench.analysis import document as D
-from mpibench.analysis.table import col, config_of, constant_columns, group_rows, label, throughput_ci
+from mpibench.analysis.table import col, config_of, constant_columns, group_rows, label, latency_p99, throughput_ci
 from mpibench.task import DEFAULTS, with_role
 
 #: The compared dimensions and the value each is measured against: fp32, and every variant's default.
@@ -27,7 +27,7 @@ def contrasts(t: dict[str, np.ndarray], rows) -> list[dict]:
     ok = rows[(col(t, "status", "ok")[rows] == "ok") & (thr[rows] > 0)]
     configs = {int(i): config_of(t, i) for i in ok}
     by_config = {tuple(cfg.values()): i for i, cfg in configs.items()}
-    p99 = col(t, "e2e_p99_ms").astype(float)
+    p99 = latency_p99(t)
     out = []
     for dim, base in BASELINES.items():
         if dim not in t or len({configs[i][dim] for i in configs}) < 2:

@@ -16,7 +16,7 @@ from mpibench.stats import PHASES
 
 def _ok_rows(a: Analysis) -> np.ndarray:
     return a.rows[(col(a.tasks, "status", "ok")[a.rows] == "ok")
-                  & np.isfinite(a.tasks["median_throughput_sps"][a.rows])]
+                  & np.isfinite(a.tasks["throughput_sps"][a.rows])]
 
 
 def _context(a: Analysis) -> tuple[str, tuple[str, ...]]:
@@ -64,9 +64,14 @@ def _series_plot(ax, a: Analysis, lay: P.Layout, idx, y: str, lo: str | None, hi
         yerr = P.ci_yerr(t[y][s], t[lo][s], t[hi][s]) if lo else None
         ax.errorbar(x, t[y][s], yerr=yerr, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
                     label=st["label"], capsize=3, linewidth=1.6, markersize=5)
-        bad = s[~converged(t)[s]]
-        ax.plot(t["batch_size"][bad], t[y][bad], marker=st["marker"], markerfacecolor="white",
-                color=st["color"], linestyle="none", markersize=7, zorder=4)
+        _hollow(ax, t, s, "batch_size", y, st)
+
+
+def _hollow(ax, t: dict, s, x: str, y: str, st: dict, marker: str | None = None) -> None:
+    """The unconverged points of a series drawn again over their filled markers, hollow."""
+    bad = s[~converged(t)[s]]
+    ax.plot(t[x][bad], t[y][bad], marker=marker or st["marker"], markerfacecolor="white", color=st["color"],
+            linestyle="none", markersize=7, zorder=4)
 
 
 def _panel_rows(a: Analysis, lay: P.Layout, key: tuple) -> np.ndarray:
@@ -126,7 +131,7 @@ def _batch_figure(a: Analysis, out, name, title, ylabel, y, lo, hi, caption, *, 
 def throughput(a: Analysis, out):
     return _batch_figure(
         a, out, "throughput", "Throughput vs batch size", "throughput (samples/s)",
-        "median_throughput_sps", "throughput_ci_low_sps", "throughput_ci_high_sps",
+        "throughput_sps", "throughput_ci_low_sps", "throughput_ci_high_sps",
         "Samples per second from the median end-to-end latency; error bars: 95 % CI. Hollow markers did "
         "not converge; ✕ marks batch sizes that failed; ★ is the recommended configuration.")
 
@@ -182,9 +187,12 @@ def percentiles(a: Analysis, out):
                     yerr = P.ci_yerr(t[colname][s], t["p99_ci_low_ms"][s], t["p99_ci_high_ms"][s])
                 ax.errorbar(t["batch_size"][s], t[colname][s], yerr=yerr, color=st["color"], linestyle=ls,
                             marker=mk, markersize=4, linewidth=1.4, capsize=2)
+                _hollow(ax, t, s, "batch_size", colname, st, marker=mk)
         handles = [Patch(color=st["color"], label=st["label"]) for _, st in lines]
         handles += [Line2D([], [], color="black", linestyle=ls, marker=mk, markersize=4, label=lab)
                     for _, lab, ls, mk in styles]
+        if (~converged(t)[idx]).any():
+            handles.append(_HOLLOW)
         if a.latency_slo_ms is not None:
             ax.axhline(a.latency_slo_ms, color="black", linewidth=1.2, alpha=0.7)
             handles.append(Line2D([], [], color="black", alpha=0.7, label=f"SLO {a.latency_slo_ms:g} ms"))
@@ -197,7 +205,8 @@ def percentiles(a: Analysis, out):
     path = P.save(fig, out / "latency_percentiles.png", "Latency percentiles vs batch size" + suffix, lay.note)
     return P.FigureFile("latency_percentiles", path, "Latency percentiles",
                         "p50, p90 and p99 of the end-to-end latency of one batch; p99 error bars: 95 % CI "
-                        "from the raw samples (no upper bar: too few iterations to bound the p99).")
+                        "from the raw samples (no upper bar: too few iterations to bound the p99). Hollow "
+                        "markers did not converge.")
 
 
 def energy(a: Analysis, out):
@@ -250,7 +259,8 @@ def phases(a: Analysis, out):
 
 def pareto(a: Analysis, out):
     t = a.tasks
-    rows = a.rows[t["why_ineligible"][a.rows] == ""]
+    rows = _ok_rows(a)
+    rows = rows[np.isfinite(t["latency_p99_ms"][rows])]
     if len(rows) == 0:
         return None
     suffix, varying = _context(a)
@@ -260,24 +270,25 @@ def pareto(a: Analysis, out):
     for ax, (key, idx) in zip(axes, lay.groups.items()):
         for s in lay.lines(t, idx):
             st = lay.style(t, s)
-            ax.plot(t["e2e_p99_ms"][s], t["median_throughput_sps"][s], marker=st["marker"], color=st["color"],
+            ax.plot(t["latency_p99_ms"][s], t["throughput_sps"][s], marker=st["marker"], color=st["color"],
                     linestyle="none", label=st["label"], markersize=6, alpha=0.85)
-        front = pareto_front(t["e2e_p99_ms"][idx], t["median_throughput_sps"][idx])
+            _hollow(ax, t, s, "latency_p99_ms", "throughput_sps", st)
+        front = pareto_front(t["latency_p99_ms"][idx], t["throughput_sps"][idx])
         f = idx[front]
-        ax.step(t["e2e_p99_ms"][f], t["median_throughput_sps"][f], where="post", color="black", linewidth=1.2,
+        ax.step(t["latency_p99_ms"][f], t["throughput_sps"][f], where="post", color="black", linewidth=1.2,
                 label="Pareto front", zorder=1)
         for i in f:
-            ax.annotate(f"bs {t['batch_size'][i]}", (t["e2e_p99_ms"][i], t["median_throughput_sps"][i]),
+            ax.annotate(f"bs {t['batch_size'][i]}", (t["latency_p99_ms"][i], t["throughput_sps"][i]),
                         textcoords="offset points", xytext=(5, -11), fontsize="x-small")
-        star = _mark_recommended(ax, a, idx, "median_throughput_sps", x_col="e2e_p99_ms")
-        diamond = _mark_recommended(ax, a, idx, "median_throughput_sps", x_col="e2e_p99_ms", objective="latency")
+        star = _mark_recommended(ax, a, idx, "throughput_sps", x_col="latency_p99_ms")
+        diamond = _mark_recommended(ax, a, idx, "throughput_sps", x_col="latency_p99_ms", objective="latency")
         if a.latency_slo_ms is not None:
             ax.axvline(a.latency_slo_ms, color="black", alpha=0.6, linestyle="--",
                        label=f"SLO {a.latency_slo_ms:g} ms")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.margins(0.08)
-        ax.set_xlabel("p99 latency per batch (ms, log scale)")
+        ax.set_xlabel("p99 latency (ms, log scale): per batch, per request for a server")
         ax.set_ylabel("throughput (samples/s, log scale)")
         ax.set_title(lay.title(t, key, varying), fontsize="medium")
         handles = [_STAR] if star else []
@@ -285,12 +296,14 @@ def pareto(a: Analysis, out):
             what = f"p99 ≤ {a.latency_slo_ms:g} ms" if a.latency_slo_ms is not None else "lowest p99"
             handles.append(Line2D([], [], linestyle="none", label=f"recommended (latency: {what})",
                                   **{**_DIAMOND_STYLE, "markersize": 8}))
+        if (~converged(t)[idx]).any():
+            handles.append(_HOLLOW)
         legends.append((ax, handles))
     P.legend(fig, legends, loc="lower right")
     path = P.save(fig, out / "pareto.png", "Throughput–latency trade-off" + suffix, lay.note)
     return P.FigureFile("pareto", path, "Throughput–latency Pareto front",
-                        "Every configuration that ran and converged; the line joins those that no other "
-                        "configuration beats on both p99 latency and throughput.")
+                        "Every configuration that ran (hollow markers did not converge); the line joins those "
+                        "that no other configuration beats on both p99 latency and throughput.")
 
 
 def pareto_front(latency: np.ndarray, throughput: np.ndarray) -> np.ndarray:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
-                                     group_rows, label, latest_per_config, n_rows, present, throughput_ci,
-                                     why_ineligible)
+                                     group_rows, label, latency_p99, latest_per_config, n_rows, present,
+                                     throughput_ci, why_ineligible)
 
 OBJECTIVES = ("throughput", "latency", "energy")
 UNITS = {"throughput": "samples/s", "latency": "ms", "energy": "J/sample"}
@@ -87,7 +87,7 @@ def _metric(t: dict, objective: str, slo: float | None) -> _Metric:
     if objective == "throughput" or (objective == "latency" and slo is not None):
         return _Metric(*throughput_ci(t), True, UNITS["throughput"])
     if objective == "latency":  # a p99's CI needs ~700 samples (and the raw ones); else ties follow the median's
-        return _Metric(col(t, "e2e_p99_ms").astype(float), col(t, "p99_ci_low_ms"), col(t, "p99_ci_high_ms"),
+        return _Metric(latency_p99(t), col(t, "p99_ci_low_ms"), col(t, "p99_ci_high_ms"),
                        False, "ms", (col(t, "e2e_ci_low_ms"), col(t, "e2e_ci_high_ms")))
     jps = col(t, "j_per_sample").astype(float)
     return _Metric(jps, jps * (1 - ENERGY_TIE), jps * (1 + ENERGY_TIE), False, "J/sample")
@@ -107,7 +107,7 @@ def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: 
     excluded = [{**config_of(t, i), "why": str(why[i])} for i in idx if why[i]]
     cand = idx[why[idx] == ""]
     if objective == "latency" and slo is not None and len(cand):
-        meets = cand[col(t, "e2e_p99_ms")[cand] <= slo]
+        meets = cand[latency_p99(t)[cand] <= slo]
         if len(meets) == 0:
             return _nothing(scope, objective, excluded, _slo_missed(t, cand, slo, omit))
         cand = meets
@@ -122,7 +122,7 @@ def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: 
            "tied_with": [{**config_of(t, i), "value": float(m.value[i]), "ci_low": float(m.lo[i]),
                           "ci_high": float(m.hi[i])} for i in others],
            "excluded": excluded, "task_id": int(col(t, "task_id", -1)[chosen]),
-           "throughput_sps": float(thr[chosen]), "p99_ms": float(col(t, "e2e_p99_ms")[chosen])}
+           "throughput_sps": float(thr[chosen]), "p99_ms": float(latency_p99(t)[chosen])}
     out["reason"] = _reason(t, m, out, chosen, best, others, objective, slo, omit)
     return out
 
@@ -146,7 +146,7 @@ def _reason(t, m, out, chosen, best, others, objective, slo, omit) -> str:
         ci = f"95 % CI {fmt(out['ci_low'])}–{fmt(out['ci_high'])}"
     text = f"{what}: {label(config_of(t, chosen), omit)} at {fmt(out['value'])} {unit} ({ci})"
     if objective == "latency" and slo is not None:
-        text += f"; p99 {fmt(col(t, 'e2e_p99_ms')[chosen])} ms"
+        text += f"; p99 {fmt(latency_p99(t)[chosen])} ms"
         hi = float(col(t, "p99_ci_high_ms")[chosen])
         if np.isinf(hi):
             text += " (too few iterations for a 95 % upper bound on the p99)"
@@ -179,7 +179,7 @@ def _never_chosen(excluded: list[dict], omit: tuple[str, ...], limit: int = 6) -
 
 
 def _slo_missed(t, cand, slo, omit) -> str:
-    p99 = col(t, "e2e_p99_ms")
+    p99 = latency_p99(t)
     i = cand[np.argmin(p99[cand])]
     return (f"no configuration meets p99 ≤ {slo:g} ms; the lowest p99 is {fmt(p99[i])} ms "
             f"({label(config_of(t, i), omit)})")

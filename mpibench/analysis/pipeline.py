@@ -56,7 +56,7 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) ->
     rows = latest_per_config(t)  # nothing added below changes it: it reads key, status and latency columns
     profile, anomalies = batch_profile(t, rows)
     t.update(profile)
-    t["median_throughput_sps"], t["throughput_ci_low_sps"], t["throughput_ci_high_sps"] = throughput_ci(t)
+    t["throughput_sps"], t["throughput_ci_low_sps"], t["throughput_ci_high_sps"] = throughput_ci(t)
     t["why_ineligible"] = why_ineligible(t)
     optimal = {obj: {per: choose_optimal(t, obj, latency_slo_ms, per=p, rows=rows)
                      for per, p in (("per_device", "device"), ("overall", "overall"))}

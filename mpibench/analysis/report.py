@@ -186,10 +186,10 @@ def _result_row(t: dict, i: int, has_energy: bool) -> list[str]:
     else:
         sig = "*" if t["vs_prev_significant"][i] else ""
         cells = [str(t["batch_size"][i]),
-                 _with_ci(t["median_throughput_sps"][i], t["throughput_ci_low_sps"][i],
+                 _with_ci(t["throughput_sps"][i], t["throughput_ci_low_sps"][i],
                           t["throughput_ci_high_sps"][i]),
                  fmt(t["e2e_p50_ms"][i]),
-                 _with_ci(t["e2e_p99_ms"][i], col(t, "p99_ci_low_ms")[i], col(t, "p99_ci_high_ms")[i]),
+                 _with_ci(t["latency_p99_ms"][i], col(t, "p99_ci_low_ms")[i], col(t, "p99_ci_high_ms")[i]),
                  fmt(t["per_sample_ms"][i]),
                  f"{t['vs_prev_pct'][i]:+.1f} %{sig}" if np.isfinite(t["vs_prev_pct"][i]) else "", *shares]
     if has_energy:

@@ -97,9 +97,10 @@ def write(path: Path, rows: list[tuple[dict, dict | None]], *, n_hosts: int = 1,
 
 def sweep(devices=("cpu",), precisions=("fp32", "bf16"), batch_sizes=(1, 2, 4, 8, 16), seq_len: int = 128,
           threads: int = 4, model: str = "distilbert-base-uncased", n: int = 300, seed: int = 0,
-          slowdown: dict[tuple, float] | None = None, power_w: float | None = None) -> list[tuple[dict, dict]]:
+          slowdown: dict[tuple, float] | None = None, power_w: float | None = None,
+          converged: bool = True) -> list[tuple[dict, dict]]:
     """Every (device, precision, batch size) of a sweep as (row, raw); `slowdown` scales chosen
-    configurations' forward pass, keyed by (device, precision, batch_size)."""
+    configurations' forward pass, keyed by (device, precision, batch_size); `converged` is every row's."""
     rng = np.random.default_rng(seed)
     out = []
     for device in devices:
@@ -110,5 +111,5 @@ def sweep(devices=("cpu",), precisions=("fp32", "bf16"), batch_sizes=(1, 2, 4, 8
                 means = phase_means_ms(device, prec, bs, seq_len)
                 means["forward"] *= (slowdown or {}).get((device, prec, bs), 1.0)
                 raw = sample_raw(means, n, rng)
-                out.append((task_row(len(out), cfg, raw, power_w=power_w), raw))
+                out.append((task_row(len(out), cfg, raw, power_w=power_w, converged=converged), raw))
     return out

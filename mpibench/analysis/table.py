@@ -56,16 +56,36 @@ def why_ineligible(t: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def throughput_ci(t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples per second from the median latency, with the 95 % CI that the median's CI implies."""
+    """throughput_sps with its 95 % CI as the file states them (mpibench.stats: from the median latency;
+    a server's: what it delivered); where a row has no CI, the point value."""
+    t = with_figures(t)
+    value = col(t, "throughput_sps").astype(float)
+    low, high = col(t, "throughput_ci_low_sps").astype(float), col(t, "throughput_ci_high_sps").astype(float)
+    return value, np.where(np.isnan(low), value, low), np.where(np.isnan(high), value, high)
+
+
+def latency_p99(t: dict[str, np.ndarray]) -> np.ndarray:
+    """The p99 each row is judged by: per batch, or per request for a server."""
+    return col(with_figures(t), "latency_p99_ms").astype(float)
+
+
+def with_figures(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A table from before schema 3 (throughput_sps was batch / mean, no latency_p99_ms), or a hand-built
+    one, given the figures as they are defined now (mpibench.stats.summarize); others unchanged."""
+    if "throughput_mean_sps" in t or "e2e_p50_ms" not in t:
+        return t
+    t = dict(t)
+    server = col(t, "scenario", "offline").astype(str) == "server"
     bs = col(t, "batch_size").astype(float)
+    old = col(t, "throughput_sps").astype(float)  # a server's was already its delivered rate
     ci_low, ci_high = col(t, "e2e_ci_low_ms").astype(float), col(t, "e2e_ci_high_ms").astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = bs * 1e3 / col(t, "e2e_p50_ms").astype(float)
-        low = bs * 1e3 / ci_high  # an unbounded CI (too few samples) gives 0 ...
-        high = np.where(ci_low > 0, bs * 1e3 / ci_low, math.inf)  # ... and infinity
-    low = np.where(np.isnan(ci_high), value, low)  # a table without CIs: the point value
-    high = np.where(np.isnan(ci_low), value, high)
-    return value, low, high
+        t["throughput_mean_sps"] = np.where(server, old, bs * 1e3 / col(t, "e2e_mean_ms").astype(float))
+        t["throughput_sps"] = np.where(server, old, bs * 1e3 / col(t, "e2e_p50_ms").astype(float))
+        t["throughput_ci_low_sps"] = np.where(server, math.nan, bs * 1e3 / ci_high)
+        t["throughput_ci_high_sps"] = np.where(server, math.nan, np.where(ci_low > 0, bs * 1e3 / ci_low, math.inf))
+    t["latency_p99_ms"] = np.where(server, col(t, "server_p99_ms").astype(float), col(t, "e2e_p99_ms").astype(float))
+    return t
 
 
 def present(t: dict, names: tuple[str, ...]) -> tuple[str, ...]:

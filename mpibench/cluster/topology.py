@@ -6,13 +6,17 @@ import json
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mpi4py import MPI
 
 from mpibench.hostinfo import cpu_model, memory_gib, nvml_gpus
 from mpibench.cluster.mpi import quiet_barrier
+
+if TYPE_CHECKING:
+    from mpibench.energy import IdlePower
 
 
 def measures(rank: int, size: int) -> bool:
@@ -73,8 +77,13 @@ def discover(comm: MPI.Comm) -> Topology:
 
 
 def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callable[[], object] = lambda: None) -> dict:
-    """One /hosts row, collected by a node's leader (with its idle power, while every rank waits)."""
-    idle, status = idle_power(energy_backend, idle_s, stop)
+    """One /hosts row, collected by a node's leader (with its idle power, while every rank waits).
+
+    A counter that stood still at idle is said on stderr too.
+    """
+    idle = idle_power(energy_backend, idle_s, stop)
+    if idle.status == "stuck":
+        print(f"mpibench: {topo.host}: energy counters stuck: {idle.reason}", file=sys.stderr)
     return {
         "host": topo.host,
         "cpu_model": cpu_model(),
@@ -82,24 +91,25 @@ def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callabl
         "memory_gib": memory_gib(),
         "gpus": json.dumps(nvml_gpus()),
         "ranks": ",".join(map(str, topo.node_ranks)),
-        "idle_power_w": json.dumps({d: (None if math.isnan(w) else round(w, 3)) for d, w in idle.items()}),
-        "energy_status": status,
+        "idle_power_w": json.dumps({d: (None if math.isnan(w) else round(w, 3)) for d, w in idle.watts.items()}),
+        "energy_status": idle.status,
+        "energy_reason": idle.reason,
     }
 
 
-def idle_power(backend: str, seconds: float, stop: Callable[[], object] = lambda: None
-               ) -> tuple[dict[str, float], str]:
-    """Host idle power per domain (the CPU counters; GPUs idle at their own floor), and the status; a stop
-    request ends the measurement early (the power is over the shorter window)."""
-    from mpibench.energy import make_meter, measure_idle
+def idle_power(backend: str, seconds: float, stop: Callable[[], object] = lambda: None) -> IdlePower:
+    """Host idle power per domain (the CPU counters; GPUs idle at their own floor), the status and its
+    reason (``stuck``: a counter stood still); a stop request ends the measurement early (the power is
+    over the shorter window)."""
+    from mpibench.energy import IdlePower, make_meter, measure_idle
     from mpibench.stopping import sleep_unless
 
     meter = make_meter("none" if backend == "none" else "auto")  # never fails; --energy is checked later
     try:
         a = meter.available()
         if not a.ok or seconds <= 0:
-            return {}, a.status
-        return measure_idle(meter, seconds, sleep=lambda s: sleep_unless(stop, s)), "ok"
+            return IdlePower({}, a.status, "" if a.ok else a.reason)
+        return measure_idle(meter, seconds, sleep=lambda s: sleep_unless(stop, s))
     finally:
         meter.close()
 

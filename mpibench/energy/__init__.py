@@ -14,6 +14,7 @@ from .base import (
     EnergyMeter,
     EnergyReading,
     EnergyUnavailable,
+    IdlePower,
     Method,
     domain_kind,
     measure_idle,
@@ -28,7 +29,7 @@ _METHOD_RANK = {"none": 0, "counter": 1, "sampled": 2, "estimated": 3}
 
 __all__ = [
     "BACKENDS", "Availability", "CompositeMeter", "DomainStatus", "EnergyMeter",
-    "EnergyReading", "EnergyUnavailable", "Method", "NullMeter", "NvmlMeter", "PyRaplMeter",
+    "EnergyReading", "EnergyUnavailable", "IdlePower", "Method", "NullMeter", "NvmlMeter", "PyRaplMeter",
     "RaplMeter", "domain_kind", "make_meter", "measure_idle",
 ]
 
@@ -136,5 +137,5 @@ def _explicit(backend: str, powercap_root: str, power_bound_w: float,
     if backend == "rapl":
         return RaplMeter(powercap_root, power_bound_w=power_bound_w)
     if backend == "pyrapl":
-        return PyRaplMeter()
+        return PyRaplMeter(powercap_root=powercap_root, power_bound_w=power_bound_w)
     return NvmlMeter(gpu_uuid, pci_bus_id)

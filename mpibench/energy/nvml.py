@@ -231,7 +231,7 @@ class NvmlMeter(TracingMeter):
         if self._error or math.isnan(joules):
             reason = self._error or f"{d}: the NVML energy counter went back during the window"
             return EnergyReading({d: NAN}, {d: "error"}, window_s, self.method, {d: reason})
-        return EnergyReading({d: joules}, {d: "ok"}, window_s, self.method)
+        return EnergyReading({d: joules}, {d: "ok"}, window_s, self.method).stuck_checked()
 
     def _window_joules(self, now: float) -> float:
         if self.method == "counter":

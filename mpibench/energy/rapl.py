@@ -249,7 +249,7 @@ class RaplMeter(TracingMeter):
             joules, status = {"cpu-package": NAN}, {"cpu-package": self._availability.status}
             reasons = {"cpu-package": self._availability.reason}
         method = "counter" if self._availability.ok else "none"
-        return EnergyReading(joules, status, window_s, method, reasons)
+        return EnergyReading(joules, status, window_s, method, reasons).stuck_checked()
 
     def close(self) -> None:
         self._closing.set()
