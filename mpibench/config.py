@@ -180,6 +180,11 @@ class ServerConfig(_Section):
         1000, ge=662, le=10_000_000, description="server scenario: requests per rate (>= 662 to state a p99)",
     )
     search_steps: int = Field(6, ge=2, le=64, description="server scenario: rates tried by the search")
+    min_s: float = Field(
+        60.0, ge=0, le=MAX_SECONDS, description="server search: seconds of the steady run that confirms the rate "
+        "found (again at 0.8x, up to 3 runs, where it misses the SLO); 0 = no confirmation",
+        json_schema_extra={"flag": "--server-min-s"},
+    )
 
     @field_validator("rates_sps")
     @classmethod

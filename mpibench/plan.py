@@ -55,8 +55,8 @@ def iteration_s(cfg: Config, device: str, batch_size: int, seq_len: int) -> floa
 
 def _measure_s(cfg: Config, iter_s: float, batch_size: int, scenario: str) -> float:
     m = cfg.measure
-    if scenario == "server":  # a few rates, each long enough for a p99
-        return cfg.server.search_steps * max(m.min_time_s, cfg.server.min_requests * iter_s / batch_size)
+    if scenario == "server":  # a few rates, each long enough for a p99, then the steady run
+        return cfg.server.search_steps * max(m.min_time_s, cfg.server.min_requests * iter_s / batch_size) + cfg.server.min_s
     return min(m.max_time_s, max(m.min_time_s, m.min_iters * iter_s))
 
 
@@ -81,8 +81,11 @@ def task_timeout_s(cfg: Config, task: Task) -> float:
     if cfg.cluster.task_timeout_s is not None:
         return cfg.cluster.task_timeout_s
     max_s = cfg.measure.max_time_s * task.time_scale
-    runs = 1 if task.rate_sps else cfg.server.search_steps
-    measuring = 2 * max_s * (1 + runs) if task.scenario == "server" else 2 * max_s
+    if task.scenario == "server":  # warm-up, each rate tried, and up to 3 steady runs confirming the search
+        steady = 0.0 if task.rate_sps else 3 * cfg.server.min_s
+        measuring = 2 * (max_s * (1 + (1 if task.rate_sps else cfg.server.search_steps)) + steady)
+    else:
+        measuring = 2 * max_s
     return LOAD_ALLOWANCE_S + measuring
 
 

@@ -33,7 +33,9 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("converged", "?", "the stopping rule was met before max_time"),
     Column("cold_ms", "f8", "end-to-end time of the very first call"),
     Column("warmup_iters", "i8", "warm-up iterations run after the cold call"),
-    Column("measure_s", "f8", "wall time of the measured iterations"),
+    Column("measure_s", "f8", "wall time of the measured iterations (the energy window)"),
+    Column("window_coverage", "f8", "the timed phases' share of measure_s: below 1 by the loop's own time "
+                                    "(a server's: its busy share, waits between arrivals excluded)"),
     Column("throughput_sps", "f8", "samples per second, end to end: batch_size / e2e_p50 (server: requests "
                                    "completed per second, server_achieved_sps)"),
     Column("throughput_ci_low_sps", "f8", "95 % CI of throughput_sps: batch_size / e2e_ci_high (server: NaN)"),
@@ -60,6 +62,11 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("server_slo_ms", "f8", "server search: the p99 bound searched under"),
     Column("server_search", "str", "server search: JSON [[rate, p99_ms], ...] of every rate tried", 1024),
     Column("server_mean_batch", "f8", "server: mean batch size the queue formed"),
+    Column("server_judged_by", "str", "server: the percentile the rate was held to the SLO by: p99, or p90 or p50 "
+                                      "where too few requests arrived to state it"),
+    Column("server_capacity_sps", "f8", "server: the offline capacity measured at warm-up (batch_size / median "
+                                        "batch time); the search never offers more"),
+    Column("server_steady_s", "f8", "server search: seconds of the steady run that confirmed the rate (NaN: none)"),
     Column("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
     Column("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
     Column("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate "
@@ -70,7 +77,8 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("energy_cpu_j", "f8", "CPU package energy, J"),
     Column("energy_dram_j", "f8", "DRAM energy, J"),
     Column("energy_gpu_j", "f8", "GPU energy, J"),
-    Column("j_per_sample", "f8", "energy_j per sample measured"),
+    Column("j_per_sample", "f8", "energy_j / samples served in measure_s (the window's own rate, not "
+                                 "throughput_sps: their product is energy_j / measure_s only at full coverage)"),
     Column("energy_status", "str", "ok, shared, or why energy is NaN (unavailable, absent, permission, stuck, "
                                   "...)"),
     Column("energy_reason", "str", "the sentence behind an energy_status other than ok (empty when ok)", 512),

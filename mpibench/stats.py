@@ -74,8 +74,8 @@ class Summary:
                    float(p50), float(p90), float(p99), float(ms.min()), float(ms.max()), len(ms))
 
 
-def summarize(raw_ns: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
-    """The /tasks statistics columns from raw per-phase nanoseconds."""
+def summarize(raw_ns: dict[str, np.ndarray], batch_size: int, measure_s: float = math.nan) -> dict[str, float]:
+    """The /tasks statistics columns from raw per-phase nanoseconds (and the window they were measured in)."""
     e2e = sum(np.asarray(raw_ns[p], dtype=np.int64) for p in PHASES)
     s = Summary.of_ns(e2e)
     lo, hi = median_ci(e2e / 1e6) if len(e2e) else (math.nan, math.nan)
@@ -91,6 +91,7 @@ def summarize(raw_ns: dict[str, np.ndarray], batch_size: int) -> dict[str, float
         "throughput_ci_high_sps": _per_second(batch_size, lo),
         "throughput_mean_sps": _per_second(batch_size, s.mean_ms),
         "latency_p99_ms": s.p99_ms,
+        "window_coverage": float(e2e.sum()) / 1e9 / measure_s if measure_s > 0 else math.nan,
     }
     for p in PHASES:
         ps = Summary.of_ns(raw_ns[p])

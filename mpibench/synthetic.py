@@ -58,7 +58,7 @@ class SyntheticExecutor(TaskExecutor):
         runner = Runner(measure, should_stop=self.should_stop)
         m, extra = run_scenario(task, SyntheticWorkload(task), runner, self.cfg.server,
                                 self.cfg.seed + task.task_id, before_measure)
-        metrics = {**summarize(m.raw_ns, task.batch_size), **extra, "threads": task.threads or 1,
+        metrics = {**summarize(m.raw_ns, task.batch_size, m.measure_s), **extra, "threads": task.threads or 1,
                    "weights": NAME, "device_name": NAME, "bound_device": NAME, "cores": self.placement.cores,
                    "converged": m.converged, "cold_ms": m.cold_ns / 1e6,
                    "warmup_iters": m.warmup_iters, "measure_s": m.measure_s,

@@ -68,7 +68,7 @@ TESTED_BY = {
     "--output results/o.h5 --jsonl results/o.jsonl --overwrite":
         "tests/test_run.py::test_overwrite_starts_the_jsonl_again",
     "python -m mpibench.run --model synthetic --batch-sizes 4 --seq-lens 200 --warmup-s 0 --min-time 0.3 "
-    "--scenarios offline,single-stream,server --latency-slo-ms 15 --min-requests 700 --output results/scen.h5":
+    "--scenarios offline,single-stream,server --latency-slo-ms 15 --min-requests 700 --server-min-s 2 --output results/scen.h5":
         "tests/test_scenarios.py::test_scenarios_end_to_end_on_the_synthetic_model",
     "python -m mpibench.run --config configs/tiny.yaml --batch-sizes 2 --precisions fp32,bf16,fp16 "
     "--output results/prec.h5": "tests/test_scenarios.py::test_precisions_on_cpu",

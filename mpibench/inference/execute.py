@@ -104,7 +104,7 @@ class Executor(TaskExecutor):
     def _metrics(self, task: Task, built: BuiltModel, m: Measurement, threads: int, extra: dict,
                  how: dict) -> dict:
         """Statistics, FLOP/s against the device's peak, and the energy this rank may call its own."""
-        stats = {**summarize(m.raw_ns, task.batch_size), **extra}  # a scenario's own figures win
+        stats = {**summarize(m.raw_ns, task.batch_size, m.measure_s), **extra}  # a scenario's own figures win
         flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
         achieved = flops * stats["forward_throughput_sps"] / 1e12  # a server's: of the batches it ran
         name = device_name(built.device)
