@@ -2,12 +2,14 @@
 
 Plain data and functions, no torch: GPUs from a table of datasheet figures, CPUs estimated from
 cores x clock x FLOPs per cycle of the widest instruction set the flags show. Unknown hardware gives
-NaN with the reason, never a guess.
+NaN with the reason, never a guess. Beside them, the GEMM peak each node measured at start
+(mpibench.gemm, in /hosts) and the MFU against it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -103,6 +105,39 @@ def mfu(achieved_tflops: float, peak: float) -> float:
     if not peak or not math.isfinite(peak) or not math.isfinite(achieved_tflops):
         return NAN
     return achieved_tflops / peak
+
+
+def measured_peak(gemm: dict, device: str, precision: str, threads: int | None) -> float:
+    """The GEMM TFLOP/s a node measured for a task's device (as bound: cpu, cuda:i) and precision, NaN
+    when unknown. A CPU figure is scaled to the task's threads, as the estimate is to its cores."""
+    entry = gemm.get(device) if isinstance(gemm, dict) else None
+    value = entry.get(precision) if isinstance(entry, dict) else None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return NAN
+    if device != "cpu":
+        return float(value)
+    measured_with = entry.get("threads")
+    if not isinstance(measured_with, int) or measured_with <= 0 or not threads or threads <= 0:
+        return NAN
+    return value * threads / measured_with
+
+
+def gemm_by_host(host_rows: list[dict]) -> dict[str, dict]:
+    """host -> its measured GEMM peaks (the /hosts `gemm_tflops` JSON); unreadable ones are left out."""
+    out = {}
+    for h in host_rows:
+        try:
+            out[h["host"]] = json.loads(h.get("gemm_tflops") or "{}")
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def mfu_measured(row: dict, gemm: dict[str, dict]) -> float:
+    """A /tasks row's achieved_tflops over its node's measured GEMM peak (gemm: from gemm_by_host)."""
+    peak = measured_peak(gemm.get(row.get("host"), {}), str(row.get("bound_device", "")),
+                         str(row.get("precision", "")), row.get("threads"))
+    return mfu(float(row.get("achieved_tflops", NAN)), peak)
 
 
 @functools.lru_cache(maxsize=1)

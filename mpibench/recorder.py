@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from mpibench.console import Progress
+from mpibench.peak import mfu_measured
 from mpibench.plan import Task
 from mpibench.result import Result
 from mpibench.store import JsonlWriter, Store
@@ -21,11 +22,14 @@ class Recorder:
     Results are committed together once the oldest uncommitted one is `window_s` old (or many are
     waiting): rank 0 then pays one write per column for many results. With `window_s` 0 every result is
     committed on arrival. The caller ticks (`tick()`) while it waits, so the window holds when no
-    result arrives.
+    result arrives. Rank 0 knows every node's measured GEMM peaks (`gemm`): each row's `mfu_measured`
+    is filled here.
     """
 
-    def __init__(self, store: Store, jsonl: Path | None = None, overwrite: bool = False, window_s: float = 0.0):
+    def __init__(self, store: Store, jsonl: Path | None = None, overwrite: bool = False, window_s: float = 0.0,
+                 gemm: dict[str, dict] | None = None):
         self.store, self.window_s = store, window_s
+        self.gemm = gemm or {}  # host -> the GEMM peaks its leader measured (mpibench.peak.gemm_by_host)
         self.jsonl = JsonlWriter(jsonl, overwrite=overwrite) if jsonl else None
         self.progress: Progress | None = None
         self.rows: list[dict] = []
@@ -38,6 +42,7 @@ class Recorder:
 
     def __call__(self, result: Result) -> None:
         row = result.row()
+        row["mfu_measured"] = mfu_measured(row, self.gemm)  # rank 0 holds every node's peaks
         self.store.append(row, result.raw_ns, result.energy_trace)
         if self._oldest is None:
             self._oldest = time.monotonic()

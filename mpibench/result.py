@@ -72,6 +72,9 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate "
                                 "(CPUs)"),
     Column("mfu", "f8", "model FLOPs utilisation: achieved_tflops / peak_tflops (NaN: peak unknown)"),
+    Column("mfu_measured", "f8", "achieved_tflops / the GEMM peak its node measured at start for the device "
+                                 "and precision (/hosts gemm_tflops; CPU: scaled to the task's threads; NaN: "
+                                 "not measured)"),
     Column("peak_source", "str", "where peak_tflops comes from, or why it is unknown", 128),
     Column("energy_j", "f8", "energy of the measured window, J (NaN where not measured)"),
     Column("energy_cpu_j", "f8", "CPU package energy, J"),

@@ -57,6 +57,9 @@ HOST_COLUMNS: tuple[Column, ...] = (
     Column("energy_status", "str", "what the node's energy counters allow: ok, or why not (absent, permission, "
                                    "stuck: a counter stood still over the idle window, ...)"),
     Column("energy_reason", "str", "the sentence behind an energy_status other than ok", 512),
+    Column("gemm_tflops", "str", "JSON: TFLOP/s a square matmul reached at start, per device (cpu, cuda:i) and "
+                                 "precision (null: it cannot run it; absent: not in the sweep); cpu's `threads`: "
+                                 "with how many", 2048),
 )
 
 #: /energy: the raw counter samples read during the tasks.

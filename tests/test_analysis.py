@@ -167,6 +167,23 @@ def test_a_single_task_without_raw_samples_and_many_hosts(tmp_path):
     assert best["batch_size"] == 4
 
 
+def test_the_report_shows_mfu_against_the_estimate_and_the_measured_gemm_peak(tmp_path):
+    rows = S.sweep(batch_sizes=(1, 2), precisions=("fp32",), n=30)
+    for (row, _), (est, measured) in zip(rows, ((0.1, 0.4), (0.2, float("nan")))):
+        row.update(mfu=est, mfu_measured=measured)
+    path = S.write(tmp_path / "mfu.h5", rows)
+    with h5py.File(path, "r+") as f:
+        f["hosts/gemm_tflops"][0] = json.dumps({"cpu": {"threads": 4, "fp32": 2.5, "bf16": None}}).encode()
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "MFU % (estimate / measured)" in md and "| 10 / 40 |" in md and "| 20 / — |" in md
+    assert "cpu (4 threads): fp32 2.5, bf16 —" in md
+    plain = tmp_path / "plain"  # no MFU anywhere (synthetic rows): no column
+    assert main([str(S.write(tmp_path / "plain.h5", S.sweep(batch_sizes=(1,), n=30))), "--out", str(plain)]) == 0
+    assert "MFU" not in (plain / "report.md").read_text()
+
+
 def test_nothing_usable_still_gives_a_report(tmp_path):
     cfg = {"model": "m", "device": "cuda:0", "precision": "fp32", "seq_len": 128, "threads": 1}
     rows = [(S.task_row(i, {**cfg, "batch_size": bs}, None, status="unavailable", message="rank 1 on n1: no CUDA"),

@@ -22,6 +22,8 @@ from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 
 FIGURES = (*figures.ALL, figures_scaling.by_ranks, figures_scaling.by_nodes)
+#: Fractions of peak shown: against the datasheet or instruction-set estimate, and the measured GEMM peak.
+MFU = ("mfu", "mfu_measured")
 #: Hosts listed one by one in the report; a larger cluster is summarised.
 MAX_HOSTS = 32
 
@@ -105,8 +107,9 @@ def _facts(a: Analysis) -> list:
         shown = min(n, MAX_HOSTS)
         rows = [[str(hosts["host"][i]), str(col(hosts, "cpu_model", "")[i]), str(col(hosts, "cores", "")[i]),
                  fmt(col(hosts, "memory_gib")[i], 3), _gpus(col(hosts, "gpus", "[]")[i]),
-                 str(col(hosts, "ranks", "")[i])] for i in range(shown)]
-        blocks.append(D.Table(["host", "CPU", "cores", "memory (GiB)", "GPUs", "ranks"], rows, align="llrrll"))
+                 str(col(hosts, "ranks", "")[i]), _gemm(col(hosts, "gemm_tflops", "{}")[i])] for i in range(shown)]
+        blocks.append(D.Table(["host", "CPU", "cores", "memory (GiB)", "GPUs", "ranks", "GEMM peak (TFLOP/s)"],
+                              rows, align="llrrlll"))
         if n > shown:
             blocks.append(D.Para(f"… and {n - shown} more hosts (all of them are in the file's /hosts)."))
     return blocks
@@ -126,6 +129,18 @@ def _gpus(text: str) -> str:
         return str(text)
     names = Counter(str(g.get("name", g)) if isinstance(g, dict) else str(g) for g in gpus)
     return ", ".join(f"{n} × {name}" if n > 1 else name for name, n in names.items()) or "—"
+
+
+def _gemm(text: str) -> str:
+    """`cpu (2 threads): fp32 0.26, bf16 0.14; cuda:0: ...` from a host's measured GEMM peaks."""
+    try:
+        peaks = json.loads(text or "{}")
+        return "; ".join(
+            f"{device}" + (f" ({p['threads']} threads)" if "threads" in p else "") + ": "
+            + ", ".join(f"{k} {fmt(v, 3) if v is not None else '—'}" for k, v in p.items() if k != "threads")
+            for device, p in peaks.items()) or "—"
+    except (ValueError, TypeError, AttributeError):
+        return str(text)
 
 
 def _recommendation(a: Analysis) -> list:
@@ -161,24 +176,28 @@ def _objective(obj: str, a: Analysis) -> str:
 def _results(a: Analysis) -> list:
     t = a.tasks
     has_energy = bool(np.any(energy_measured(t)))
+    has_mfu = any(bool(np.any(np.isfinite(col(t, c)[a.rows].astype(float)))) for c in MFU)
     blocks = [D.Heading("Results per device and precision"),
               D.Para("Throughput is samples/s from the median end-to-end latency, with its 95 % CI; p50/p99 are "
                      "per batch; phase shares are of the mean end-to-end time; \"vs previous\" compares the "
-                     "per-sample latency with the next smaller batch size (* = 95 % CIs apart).")]
+                     "per-sample latency with the next smaller batch size (* = 95 % CIs apart)."
+                     + (" MFU is the forward pass's model FLOP/s over the device's peak: the datasheet or "
+                        "instruction-set estimate, and the GEMM peak the node measured at start." if has_mfu else ""))]
     header = ["batch", "throughput (samples/s) [95 % CI]", "p50 (ms)", "p99 (ms) [95 % CI]", "ms/sample",
-              "vs previous", *(f"{p} %" for p in PHASES), *(["J/sample"] if has_energy else []), "notes"]
+              "vs previous", *(f"{p} %" for p in PHASES), *(["J/sample"] if has_energy else []),
+              *(["MFU % (estimate / measured)"] if has_mfu else []), "notes"]
     by = present(t, ("device", "precision", *SERIES))
     omit = ("device", "precision", "batch_size") + constant_columns(t)
     for idx in group_rows(t, by, a.rows).values():
         cfg = config_of(t, idx[0])
         extra = label(cfg, omit)
         blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
-        blocks.append(D.Table(header, [_result_row(t, i, has_energy) for i in idx],
+        blocks.append(D.Table(header, [_result_row(t, i, has_energy, has_mfu) for i in idx],
                               align="l" + "r" * (len(header) - 2) + "l"))
     return blocks
 
 
-def _result_row(t: dict, i: int, has_energy: bool) -> list[str]:
+def _result_row(t: dict, i: int, has_energy: bool, has_mfu: bool = False) -> list[str]:
     e2e = sum(np.nan_to_num(col(t, f"{p}_mean_ms")[i]) for p in PHASES)
     shares = [f"{col(t, f'{p}_mean_ms')[i] / e2e * 100:.1f}" if e2e > 0 else "—" for p in PHASES]
     if t["status"][i] != "ok":
@@ -196,6 +215,8 @@ def _result_row(t: dict, i: int, has_energy: bool) -> list[str]:
         status = str(col(t, "energy_status", "")[i])
         cells.append(fmt(col(t, "j_per_sample")[i]) + (" (shared)" if status == "shared" else "")
                      if status in ENERGY_OK else "—")
+    if has_mfu:
+        cells.append(" / ".join(fmt(col(t, c)[i] * 100, 3) for c in MFU) if t["status"][i] == "ok" else "—")
     return cells + [_notes(t, i)]
 
 

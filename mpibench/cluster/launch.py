@@ -18,6 +18,7 @@ from mpibench.cluster.topology import bind, discover, gather_hosts, measures
 from mpibench.cluster.worker import WorkerStop, serve
 from mpibench.config import Config
 from mpibench.errors import StoreError, UsageError
+from mpibench.gemm import GemmPlan
 from mpibench.placement import Placement
 from mpibench.plan import expand
 from mpibench.stopping import StopFlag
@@ -77,7 +78,7 @@ def _run(comm: MPI.Comm, cfg: Config, options: Options, stop: StopFlag) -> int:
     """Find the layout, make this rank's executor, check energy everywhere, then play the rank's part."""
     topo = discover(comm)
     binding = bind(topo, cfg.cluster.isolation)
-    host_rows = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s, stop)
+    host_rows = gather_hosts(comm, topo, cfg.energy.backend, cfg.energy.idle_s, stop, gemm_plan(cfg))
     gpus = visible_gpus(cfg) if measures(comm.rank, comm.size) else 0
     layout = Layout.gather(comm, topo, binding, cfg.cluster.isolation, gpus)
     if comm.rank == 0 and layout.oversubscribed:
@@ -117,6 +118,14 @@ def visible_gpus(cfg: Config) -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+def gemm_plan(cfg: Config) -> GemmPlan | None:
+    """The GEMM peaks node leaders measure at start: the sweep's devices and precisions; none for the
+    synthetic model (it has no FLOPs, and its runs stay free of torch)."""
+    if cfg.model.name == "synthetic":
+        return None
+    return GemmPlan(tuple(cfg.sweep.devices), tuple(cfg.sweep.precisions))
 
 
 def make_executor(cfg: Config, placement: Placement, should_stop: Callable[[], bool]):

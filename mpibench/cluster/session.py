@@ -16,6 +16,7 @@ from mpi4py import MPI
 from mpibench import __version__
 from mpibench.cluster.layout import Layout
 from mpibench.config import Config
+from mpibench.peak import gemm_by_host
 from mpibench.plan import Task, estimate_total, expand, pending, task_timeout_s
 from mpibench.stopping import StopFlag
 
@@ -92,7 +93,8 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
                   f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
                   f"writing {cfg.output.path}")
     serial = comm.size == 1  # one result every task's seconds: commit each at once
-    recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite, window_s=0.0 if serial else COMMIT_WINDOW_S)
+    recorder = Recorder(store, cfg.output.jsonl, cfg.output.overwrite, window_s=0.0 if serial else COMMIT_WINDOW_S,
+                        gemm=gemm_by_host(host_rows))
     coordinator, left = None, list(todo)
     if not serial:
         coordinator = Coordinator(comm, recorder, stop, cfg.cluster.stop_grace_s, hosts=layout.rank_hosts,
@@ -179,7 +181,7 @@ def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[di
     console.print(f"mpibench {__version__}: scaling {len(tasks)} task(s) over {steps} rank/node counts "
                   f"({len(workers)} measuring ranks), {cfg.measure.min_time_s:g} s windows; "
                   f"writing {cfg.output.path}")
-    recorder, rows = Recorder(store, cfg.output.jsonl, cfg.output.overwrite), []
+    recorder, rows = Recorder(store, cfg.output.jsonl, cfg.output.overwrite, gemm=gemm_by_host(host_rows)), []
     recorder.expect(tasks * sum(len(g.ranks) for g in groups(workers)))
 
     def record_scaling(row: dict) -> None:

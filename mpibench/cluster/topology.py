@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 from mpi4py import MPI
 
+from mpibench.gemm import GemmPlan, gemm_peaks
 from mpibench.hostinfo import cpu_model, memory_gib, nvml_gpus
 from mpibench.cluster.mpi import quiet_barrier
 
@@ -76,12 +77,14 @@ def discover(comm: MPI.Comm) -> Topology:
     )
 
 
-def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callable[[], object] = lambda: None) -> dict:
-    """One /hosts row, collected by a node's leader (with its idle power, while every rank waits).
+def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callable[[], object] = lambda: None,
+               gemm: GemmPlan | None = None) -> dict:
+    """One /hosts row, collected by a node's leader while every rank waits: its idle power, then (with a
+    plan) the GEMM peak of its devices, measured on the leader's own cores.
 
     A counter that stood still at idle is said on stderr too.
     """
-    idle = idle_power(energy_backend, idle_s, stop)
+    idle = idle_power(energy_backend, idle_s, stop)  # first: a GEMM warms the node up
     if idle.status == "stuck":
         print(f"mpibench: {topo.host}: energy counters stuck: {idle.reason}", file=sys.stderr)
     return {
@@ -94,6 +97,7 @@ def host_facts(topo: Topology, energy_backend: str, idle_s: float, stop: Callabl
         "idle_power_w": json.dumps({d: (None if math.isnan(w) else round(w, 3)) for d, w in idle.watts.items()}),
         "energy_status": idle.status,
         "energy_reason": idle.reason,
+        "gemm_tflops": json.dumps(gemm_peaks(gemm, stop) if gemm else {}),
     }
 
 
@@ -115,13 +119,13 @@ def idle_power(backend: str, seconds: float, stop: Callable[[], object] = lambda
 
 
 def gather_hosts(comm: MPI.Comm, topo: Topology, energy_backend: str, idle_s: float,
-                 stop: Callable[[], object] = lambda: None) -> list[dict] | None:
+                 stop: Callable[[], object] = lambda: None, gemm: GemmPlan | None = None) -> list[dict] | None:
     """Every node's facts at rank 0 (None elsewhere), in node order. Collective over comm.
 
-    The other ranks sleep in a quiet barrier while the leaders measure idle power: a blocking
-    gather would spin on their cores and count in the idle baseline.
+    The other ranks sleep in a quiet barrier while the leaders measure idle power and GEMM peaks: a
+    blocking gather would spin on their cores, count in the idle baseline and slow the GEMM.
     """
-    facts = host_facts(topo, energy_backend, idle_s, stop) if topo.is_node_leader else None
+    facts = host_facts(topo, energy_backend, idle_s, stop, gemm) if topo.is_node_leader else None
     quiet_barrier(comm)
     rows = comm.gather((topo.node, facts), root=0)
     if comm.rank != 0:
