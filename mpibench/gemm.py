@@ -23,6 +23,8 @@ MAX_N = {"cpu": 4096, "cuda": 16384}
 REPEATS = 10
 #: Seconds one device and precision may take, growth and repeats included.
 CAP_S = 2.0
+#: Seconds a child process may take to import torch and create its GPU contexts.
+CHILD_START_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -105,33 +107,69 @@ def matmul_at(device: str, precision: str) -> Callable[[int], Callable[[], None]
 
 def gemm_peaks(plan: GemmPlan, stop: Callable[[], object] = lambda: None, cap_s: float = CAP_S) -> dict:
     """{device: {precision: TFLOP/s or None}} for this node: `cpu` with the threads of this process's
-    cores (`threads` says how many), and `cuda:i` for every GPU this process sees when the plan has one."""
-    import torch
-
-    devices = ["cpu"] if "cpu" in plan.devices else []
-    if any(d.startswith("cuda") for d in plan.devices):
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    cores (`threads` says how many), and `cuda:i` for every GPU this node's processes see when the plan
+    has one. GPUs are measured in a child process: the CUDA contexts it creates end with it, so a GPU in
+    exclusive-process mode stays free for the rank that will measure on it."""
     precisions = [p for p in plan.precisions if p in DTYPES]
     out: dict[str, dict] = {}
-    for device in devices:
-        kind = device.split(":")[0]
-        entry: dict = {}
-        before = torch.get_num_threads()
-        if kind == "cpu":
-            entry["threads"] = len(os.sched_getaffinity(0))
-            torch.set_num_threads(entry["threads"])
-        try:
-            usable = _start(torch, device)
-            for p in precisions:
-                tflops = best_tflops(matmul_at(device, p), max_n=MAX_N[kind], cap_s=cap_s, stop=stop) \
-                    if usable else None
-                entry[p] = None if tflops is None else float(f"{tflops:.4g}")
-        finally:
-            torch.set_num_threads(before)
-            if kind == "cuda":
-                torch.cuda.empty_cache()
-        out[device] = entry
+    if "cpu" in plan.devices:
+        out["cpu"] = measure_device("cpu", precisions, stop, cap_s)
+    if any(d.startswith("cuda") for d in plan.devices):
+        out.update(_gpus_in_child(precisions, stop, cap_s))
     return out
+
+
+def measure_device(device: str, precisions: list[str], stop: Callable[[], object] = lambda: None,
+                   cap_s: float = CAP_S) -> dict:
+    """One device's {precision: TFLOP/s or None} (and `threads` for the CPU)."""
+    import torch
+
+    kind = device.split(":")[0]
+    entry: dict = {}
+    before = torch.get_num_threads()
+    if kind == "cpu":
+        entry["threads"] = len(os.sched_getaffinity(0))
+        torch.set_num_threads(entry["threads"])
+    try:
+        usable = _start(torch, device)
+        for p in precisions:
+            tflops = best_tflops(matmul_at(device, p), max_n=MAX_N[kind], cap_s=cap_s, stop=stop) if usable else None
+            entry[p] = None if tflops is None else float(f"{tflops:.4g}")
+    finally:
+        torch.set_num_threads(before)
+    return entry
+
+
+def _gpus_in_child(precisions: list[str], stop: Callable[[], object], cap_s: float) -> dict:
+    """Every visible GPU measured by `python -m mpibench.gemm`; {} when the child fails or a stop comes."""
+    import json
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "mpibench.gemm", json.dumps(precisions), str(cap_s)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + CHILD_START_S + cap_s * len(precisions) * 16  # 16 GPUs a node at most
+    while child.poll() is None:
+        if stop() or time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            return {}
+        time.sleep(0.05)
+    try:
+        return json.loads(child.stdout.read() or "{}") if child.returncode == 0 else {}
+    except ValueError:
+        return {}
+
+
+def _main(argv: list[str]) -> None:
+    """The child: every visible GPU's figures as one JSON line on stdout."""
+    import json
+
+    import torch
+
+    precisions, cap_s = json.loads(argv[0]), float(argv[1])
+    print(json.dumps({f"cuda:{i}": measure_device(f"cuda:{i}", precisions, cap_s=cap_s)
+                      for i in range(torch.cuda.device_count())}))
 
 
 def _start(torch, device: str) -> bool:
@@ -145,3 +183,9 @@ def _start(torch, device: str) -> bool:
     except Exception:  # a GPU that is busy in exclusive mode, or broken: the run goes on without its peak
         return False
     return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])
