@@ -183,12 +183,7 @@ def check_location(path: Path, flag: str = "--output") -> None:
     path = Path(path)
     if path.exists() and path.is_dir():
         raise UsageError(f"{flag}: {str(path)!r} is a directory; give a file path")
-    existing = path.parent if str(path.parent) else Path(".")
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not _writable(existing):
-        raise UsageError(f"{flag}: cannot write to directory {str(existing)!r} "
-                         f"(for {str(path)!r}); choose a writable location")
+    _check_writable(path.parent if str(path.parent) else Path("."), path, flag)
 
 
 def check_directory(path: Path, flag: str) -> None:
@@ -196,9 +191,18 @@ def check_directory(path: Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag}: {str(path)!r} is a file; give a directory")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
+    _check_writable(path, path, flag)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _check_writable(directory: Path, path: Path, flag: str) -> None:
+    """`directory`, or its nearest existing parent, is a directory this process can write to."""
+    existing = _nearest_existing(directory)
     if not existing.is_dir() or not _writable(existing):
         raise UsageError(f"{flag}: cannot write to directory {str(existing)!r} "
                          f"(for {str(path)!r}); choose a writable location")
@@ -241,9 +245,7 @@ def check_space(path: Path, need_bytes: int, flag: str = "--output") -> None:
     """Refuse a location with less free space than the run is expected to write."""
     import shutil
 
-    existing = Path(path).parent
-    while not existing.exists():
-        existing = existing.parent
+    existing = _nearest_existing(Path(path).parent)
     free = shutil.disk_usage(existing).free
     if free < need_bytes:
         raise UsageError(f"{flag}: {str(existing)!r} has {free / 2**20:.1f} MiB free, and this run is expected "

@@ -23,6 +23,7 @@ import numpy as np
 
 from mpibench.inference.runner import Measurement, Runner, Workload, energy_window
 from mpibench.stats import PHASES
+from mpibench.stopping import sleep_unless
 
 MIN_SAMPLES = {50: 1, 90: 64, 99: 662}
 
@@ -48,9 +49,9 @@ STOP_CHECK_S = 0.1
 def sleep_until(clock: Callable[[], int], check_stop: Callable[[], None] = lambda: None) -> Callable[[int], None]:
     """A wait for the next arrival that looks at the stop flag every STOP_CHECK_S."""
     def wait(t_ns: int) -> None:
-        while (delay := (t_ns - clock()) / 1e9) > 0:
-            check_stop()
-            time.sleep(min(delay, STOP_CHECK_S))
+        delay = (t_ns - clock()) / 1e9
+        if delay > 0:
+            sleep_unless(check_stop, delay, STOP_CHECK_S)  # check_stop raises Interrupted on a stop
     return wait
 
 
