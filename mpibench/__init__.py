@@ -1,4 +1,4 @@
 """mpibench: an MPI-parallel cluster benchmark for transformer inference."""
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5

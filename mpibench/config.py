@@ -146,6 +146,12 @@ class MeasureConfig(_Section):
         0.02, gt=0, lt=1,
         description="stop when the 95% CI of the median latency is within +-this fraction",
     )
+    repeats: int = Field(
+        1, ge=1, le=100, description="measure every configuration in this many separate windows, interleaved in "
+        "a random order over the whole sweep and spread over the ranks; the reported median and CI combine them, "
+        "so the CI covers the drift between windows, and a finding must hold in every window (sweeps; "
+        "--optimal and --mode scaling measure one window per configuration)",
+    )
     preprocess: Literal["inline", "ahead"] = Field(
         "inline", description="inline: tokenise every batch inside the timed loop, as a deployment "
         "does; ahead: tokenise the batches once before timing (MLPerf's pre-loaded samples), so "

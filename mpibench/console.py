@@ -79,13 +79,15 @@ def _variant(r: dict) -> str:
 
 
 def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
-    """Per configuration but the batch size: the best batch size by throughput, beside the smallest."""
+    """Per configuration but the batch size: the best batch size by throughput, beside the smallest.
+    A configuration measured in several windows (--repeats) is stated by their combined figures."""
     by = defaultdict(list)
     status_count: dict[str, int] = defaultdict(int)
     for r in rows:
         status_count[r["status"]] += 1
-        if r["status"] == "ok" and r.get("stage", "") in ("", "final"):  # not --optimal's search rows
-            by[tuple(r[d] for d in DIMENSIONS if d != "batch_size")].append(r)
+    usable = [r for r in rows if r["status"] == "ok" and r.get("stage", "") in ("", "final")]  # no search rows
+    for r in _per_configuration(usable):
+        by[tuple(r[d] for d in DIMENSIONS if d != "batch_size")].append(r)
     table = Table(title="Best batch size by throughput (end to end)")
     for col in ("device", "precision", "seq", "threads", "scenario", "best batch", "samples/s",
                 "95% CI", "p99 ms", "vs smallest batch"):
@@ -101,20 +103,37 @@ def print_summary(rows: list[dict], path: str, elapsed_s: float) -> None:
                       f"{best['latency_p99_ms']:.2f}",
                       f"x{gain:.2f} (bs {smallest['batch_size']})")
     console.print(table)
-    for line in _contrast_lines([r for rs in by.values() for r in rs]):
+    for line in _contrast_lines(usable):
         console.print(line)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status_count.items()))
     console.print(f"{len(rows)} tasks ({counts}) in {fmt_duration(elapsed_s)}; results: {path}")
 
 
-def _contrast_lines(rows: list[dict]) -> list[str]:
-    """`bf16 vs fp32 on cpu: 0.55×–0.60× throughput over batch sizes 1–8 (...)`, as the report says it."""
-    from mpibench.analysis.contrasts import contrasts, summaries
+def _table(rows: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.array([r[k] for r in rows]) for k in set.intersection(*(set(r) for r in rows))} if rows else {}
+
+
+def _per_configuration(rows: list[dict]) -> list[dict]:
+    """One row per configuration, its windows' figures combined (mpibench.analysis.table.per_configuration)."""
+    from mpibench.analysis.table import per_configuration
 
     if not rows:
         return []
-    t = {k: np.array([r[k] for r in rows]) for k in set.intersection(*(set(r) for r in rows))}
-    return summaries(contrasts(t, np.arange(len(rows))))
+    t, idx = per_configuration(_table(rows))
+    return [{k: v[i].item() if isinstance(v[i], np.generic) else v[i] for k, v in t.items()} for i in idx]
+
+
+def _contrast_lines(rows: list[dict]) -> list[str]:
+    """`bf16 vs fp32 on cpu: 0.55×–0.60× throughput over batch sizes 1–8 (...)`, as the report says it:
+    "CIs apart" only where every window (--repeats) says so too."""
+    from mpibench.analysis.contrasts import contrasts, summaries
+    from mpibench.analysis.table import per_configuration
+
+    if not rows:
+        return []
+    t = _table(rows)
+    combined, per_config = per_configuration(t)
+    return summaries(contrasts(combined, per_config, t))
 
 
 def print_scaling(rows: list[dict]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 from mpibench.config import ARCHITECTURES, LOAD_ALLOWANCE_S, Config, best_half_precision
 from mpibench.flops import distilbert_flops_per_sample
@@ -37,10 +38,10 @@ def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
         ):
             combos.append(dict(device=device, precision=prec, batch_size=bs, seq_len=seq, threads=thr,
                                scenario=scenario, backend=backend, attention=attn, rate_sps=rate))
-    return [
-        Task(i, cfg.model.name, est_cost_s=estimate_cost(cfg, c["device"], c["batch_size"], c["seq_len"],
-                                                         c["scenario"]), **c)
-        for i, c in enumerate(combos)
+    costs = [estimate_cost(cfg, c["device"], c["batch_size"], c["seq_len"], c["scenario"]) for c in combos]
+    return [  # with --repeats, window r of every configuration after window r - 1 of all of them
+        Task(r * len(combos) + i, cfg.model.name, est_cost_s=cost, repeat=r, **c)
+        for r in range(cfg.measure.repeats) for i, (c, cost) in enumerate(zip(combos, costs))
     ]
 
 
@@ -89,13 +90,26 @@ def task_timeout_s(cfg: Config, task: Task) -> float:
     return LOAD_ALLOWANCE_S + measuring
 
 
+def first_windows(tasks: list[Task]) -> list[Task]:
+    """One task per configuration: --optimal and --mode scaling measure each in windows of their own."""
+    return [t for t in tasks if not t.repeat]
+
+
 def pending(tasks: list[Task], done_ids: set[int]) -> list[Task]:
     """Tasks not yet finished (for --resume: ids are places in the plan of the file's config)."""
     return [t for t in tasks if t.task_id not in done_ids]
 
 
 def dispatch_order(tasks: list[Task]) -> list[Task]:
-    """Longest expected first: the classic LPT rule keeps the makespan short."""
+    """Longest expected first: the classic LPT rule keeps the makespan short.
+
+    With --repeats, window by window (every configuration's first window, then every second one, ...),
+    each in a random order of its own (seeded by the task id, so a plan always dispatches alike): a
+    configuration's windows lie far apart in time and in no fixed order, so drift during the run spreads
+    over all configurations instead of favouring those measured early.
+    """
+    if any(t.repeat for t in tasks):
+        return sorted(tasks, key=lambda t: (t.repeat, random.Random(t.task_id).random()))
     return sorted(tasks, key=lambda t: (-t.est_cost_s, t.task_id))
 
 

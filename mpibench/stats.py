@@ -41,6 +41,42 @@ def median_ci(x: np.ndarray, conf_z: float = Z95) -> tuple[float, float]:
     return quantile_ci(np.sort(x), 0.5, conf_z, clip=True)
 
 
+#: Student's t, 97.5th percentile, for 1..30 degrees of freedom (two-sided 95 %); beyond 30, Z95 is within 4 %.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with `df` degrees of freedom."""
+    return T975[df - 1] if df <= len(T975) else Z95
+
+
+def combine_windows(medians, lows, highs) -> tuple[float, float, float]:
+    """One median latency and its 95 % CI from k windows of the same configuration (--repeats).
+
+    Each window gives a median m_i and the order-statistics CI of `median_ci`, from which its standard
+    error is read back (se_i = CI width / 2 Z95). The medians scatter by the noise within a window plus
+    the drift between windows (a random-effects model), so their sample variance s^2 estimates both; it
+    is not allowed below the mean within-window variance, which k small can undershoot. The centre is the
+    mean of the medians; the CI is centre +- t(k-1) sqrt(max(s^2, mean se_i^2) / k). One window gives its
+    own median and CI; no finite median gives NaNs.
+    """
+    m = np.asarray(medians, dtype=float)
+    lo, hi = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
+    keep = np.isfinite(m)
+    m, lo, hi = m[keep], lo[keep], hi[keep]
+    if len(m) == 0:
+        return (math.nan, math.nan, math.nan)
+    if len(m) == 1:
+        return (float(m[0]), float(lo[0]), float(hi[0]))
+    k = len(m)
+    within = float(np.mean(((hi - lo) / (2 * Z95)) ** 2))  # inf where a window's CI is unbounded
+    half = t975(k - 1) * math.sqrt(max(float(np.var(m, ddof=1)), within) / k)
+    centre = float(np.mean(m))
+    return (centre, centre - half, centre + half)
+
+
 def ci_relative_halfwidth(x: np.ndarray) -> float:
     """Half the CI's width over the median: the stopping rule compares this with target_ci."""
     lo, hi = median_ci(x)

@@ -94,6 +94,8 @@ class Task:
                                 "rate={:g}/s", default=0.0)
     stage: str = stored("--optimal: search-N (short measurements of the grid) or final; empty in a sweep",
                         default="")
+    repeat: int = stored("--repeats: which of the configuration's measurement windows this row is (0, 1, ...)",
+                         default=0)
     time_scale: float = 1.0  # --optimal: measure this many times longer (or shorter) than configured
 
     @property
@@ -113,7 +115,8 @@ class Task:
         """`cpu fp32 bs=4 seq=128 threads=2 server rate=20/s [final]` (defaults and the model left out)."""
         values = {**self.dimensions(), "threads": threads or self.threads or "auto"}
         stage = f" [{self.stage}]" if self.stage else ""
-        return format_label(values, omit=("model",)) + stage
+        window = f" #{self.repeat + 1}" if self.repeat else ""
+        return format_label(values, omit=("model",)) + window + stage
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import (col, config_of, converged, key_columns, label, latency_p99, latest_per_config,
+from mpibench.analysis.table import (col, config_of, converged, key_columns, label, latency_p99, per_configuration,
                                      throughput_ci)
 
 FAILING = ("failed", "oom")
@@ -50,10 +50,11 @@ def failures(rows: list[dict]) -> list[dict]:
 
 
 def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, dict]:
+    t, rows = per_configuration(t)
     thr, lo, hi = throughput_ci(t)
     ok = converged(t)
     out = {}
-    for i in latest_per_config(t):
+    for i in rows:
         cfg = config_of(t, int(i))
         out[tuple(cfg[k] for k in columns)] = {
             "status": str(col(t, "status", "ok")[i]), "message": str(col(t, "message", "")[i]),

@@ -13,15 +13,20 @@ import math
 import numpy as np
 
 from mpibench.analysis import document as D
-from mpibench.analysis.table import col, config_of, constant_columns, group_rows, label, latency_p99, throughput_ci
+from mpibench.analysis.table import (col, config_of, constant_columns, group_rows, in_every_window, label, latency_p99,
+                                     latest_per_config, throughput_ci)
 from mpibench.task import DEFAULTS, with_role
 
 #: The compared dimensions and the value each is measured against: fp32, and every variant's default.
 BASELINES = {"precision": "fp32", **{d: DEFAULTS[d] for d in with_role("variant") if d in DEFAULTS}}
 
 
-def contrasts(t: dict[str, np.ndarray], rows) -> list[dict]:
-    """One dict per usable row whose baseline twin is usable too, by dimension, value, device, batch size."""
+def contrasts(t: dict[str, np.ndarray], rows, windowed: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """One dict per usable row whose baseline twin is usable too, by dimension, value, device, batch size.
+
+    With `windowed` (every measurement window's rows, --repeats), "CIs apart" must hold, the same way
+    round, in every window alone as well as in the combined figures of `t`.
+    """
     thr, low, high = throughput_ci(t)
     rows = np.asarray(rows, dtype=int)
     ok = rows[(col(t, "status", "ok")[rows] == "ok") & (thr[rows] > 0)]
@@ -43,7 +48,16 @@ def contrasts(t: dict[str, np.ndarray], rows) -> list[dict]:
                             "row": i, "baseline_row": j, "throughput_ratio": _ratio(thr[i], thr[j]),
                             "cis_apart": bool(high[i] < low[j] or high[j] < low[i]),
                             "p99_ratio": _ratio(p99[i], p99[j])})
+    if windowed is not None:
+        held = in_every_window(windowed, [c for c in out if c["cis_apart"]],
+                               lambda w: [c for c in contrasts(w, latest_per_config(w)) if c["cis_apart"]], _verdict)
+        for c in out:
+            c["cis_apart"] = c in held
     return out
+
+
+def _verdict(c: dict) -> tuple:
+    return c["dimension"], c["value"], tuple(c["config"].items()), c["throughput_ratio"] > 1
 
 
 def unavailable(t: dict[str, np.ndarray], rows) -> list[dict]:
@@ -91,9 +105,9 @@ def summaries(found: list[dict]) -> list[str]:
     return [summary(g) for g in groups.values()]
 
 
-def section(t: dict[str, np.ndarray], rows) -> list:
+def section(t: dict[str, np.ndarray], rows, windowed: dict[str, np.ndarray] | None = None) -> list:
     """The report's "Precisions and backends" blocks, or none when nothing was compared."""
-    found, missing = contrasts(t, rows), unavailable(t, rows)
+    found, missing = contrasts(t, rows, windowed), unavailable(t, rows)
     if not found and not missing:
         return []
     items = summaries(found)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
-                                     group_rows, label, latency_p99, latest_per_config, n_rows, present,
+                                     group_rows, label, latency_p99, n_rows, per_configuration, present,
                                      throughput_ci, why_ineligible)
 
 OBJECTIVES = ("throughput", "latency", "energy")
@@ -45,7 +45,8 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
     (configurations that could not be chosen and why), task_id, throughput_sps, p99_ms. When nothing
     can be chosen the configuration keys are None, value is NaN and reason says why.
 
-    `rows`: one row per configuration (default: latest_per_config(tasks)); a caller that has them saves a pass.
+    `rows`: one row per configuration, `tasks` stating their figures (table.per_configuration, which is the
+    default: a caller that has them saves a pass).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -53,7 +54,8 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
         raise ValueError(f"per {per!r}; allowed: {', '.join(_PER)}")
     if not n_rows(tasks):
         return []
-    rows = latest_per_config(tasks) if rows is None else rows
+    if rows is None:
+        tasks, rows = per_configuration(tasks)
     by = present(tasks, _PER[per])
     why, m = _why_not(tasks, objective), _metric(tasks, objective, latency_slo_ms)
     thr = throughput_ci(tasks)[0]

@@ -12,18 +12,20 @@ from mpibench.analysis import scaling as scaling_mod
 from mpibench.analysis.load import Run, load_run
 from mpibench.analysis.optimum import OBJECTIVES, choose_optimal
 from mpibench.analysis.profile import batch_profile
-from mpibench.analysis.table import latest_per_config, take, throughput_ci, why_ineligible
+from mpibench.analysis.table import (config_of, key_columns, per_configuration, take, throughput_ci, why_ineligible,
+                                     window_rows)
 
 
 @dataclass
 class Analysis:
     run: Run
     tasks: dict[str, np.ndarray]  # /tasks + raw statistics + batch profile + derived columns
-    rows: np.ndarray  # one row per configuration (latest_per_config)
+    rows: np.ndarray  # one row per configuration (table.per_configuration), its figures in `tasks`
     anomalies: list[dict]
     optimal: dict[str, dict[str, list[dict]]]  # objective -> {"per_device": [...], "overall": [...]}
     latency_slo_ms: float | None = None
     scaling: list[dict] = field(default_factory=list)
+    windowed: dict[str, np.ndarray] = field(default_factory=dict)  # every window's rows, their own figures
 
     def recommended(self, objective: str = "throughput") -> list[dict]:
         return [r for r in self.optimal[objective]["per_device"] if r["batch_size"] is not None]
@@ -53,8 +55,10 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) ->
         t = take(t, np.asarray(t["scaling_ranks"]) <= 1)
     if "drift_significant" not in t:  # a file without raw samples
         t["drift_significant"] = np.zeros(len(t.get("task_id", [])), dtype=bool)
-    rows = latest_per_config(t)  # nothing added below changes it: it reads key, status and latency columns
+    windowed = t  # with --repeats, every window's rows with their own figures
+    t, rows = per_configuration(t)  # nothing added below changes it: it reads key, status and latency columns
     profile, anomalies = batch_profile(t, rows)
+    anomalies = _in_every_window(windowed, t, profile, anomalies)
     t.update(profile)
     t["throughput_sps"], t["throughput_ci_low_sps"], t["throughput_ci_high_sps"] = throughput_ci(t)
     t["why_ineligible"] = why_ineligible(t)
@@ -62,7 +66,39 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) ->
                      for per, p in (("per_device", "device"), ("overall", "overall"))}
                for obj in OBJECTIVES}
     scaling = scaling_mod.summary(run.scaling) if run.scaling is not None else []
-    return Analysis(run, t, rows, anomalies, optimal, latency_slo_ms, scaling)
+    return Analysis(run, t, rows, anomalies, optimal, latency_slo_ms, scaling, windowed)
+
+
+def _in_every_window(windowed: dict, t: dict, profile: dict, anomalies: list[dict]) -> list[dict]:
+    """The anomalies, and the significant changes from one batch size to the next, that every measurement
+    window shows on its own (--repeats); the others are withdrawn, from `profile` too."""
+    windows = [take(windowed, rows) for rows in window_rows(windowed)]
+    if len(windows) < 2:
+        return anomalies
+    anomaly_keys = _keys(t, profile, "anomaly")
+    change_keys = _keys(t, profile, "vs_prev_significant")
+    for w in windows:
+        w_profile, _ = batch_profile(w)
+        anomaly_keys &= _keys(w, w_profile, "anomaly")
+        change_keys &= _keys(w, w_profile, "vs_prev_significant")
+    for i in np.flatnonzero(profile["anomaly"] != ""):
+        if _key(t, profile, i, "anomaly") not in anomaly_keys:
+            profile["anomaly"][i] = ""
+    for i in np.flatnonzero(profile["vs_prev_significant"]):
+        if _key(t, profile, i, "vs_prev_significant") not in change_keys:
+            profile["vs_prev_significant"][i] = False
+    return [f for f in anomalies if tuple(f[k] for k in key_columns(t)) + (f["kind"],) in anomaly_keys]
+
+
+def _key(t: dict, profile: dict, i: int, verdict: str) -> tuple:
+    """Row i's configuration and its verdict: the kind of anomaly, or which way the change went."""
+    how = profile["anomaly"][i] if verdict == "anomaly" else bool(profile["vs_prev_pct"][i] < 0)
+    return tuple(config_of(t, i).values()) + (how,)
+
+
+def _keys(t: dict, profile: dict, verdict: str) -> set[tuple]:
+    return {_key(t, profile, i, verdict) for i in np.flatnonzero(profile[verdict] != "" if verdict == "anomaly"
+                                                               else profile[verdict])}
 
 
 def to_json(value):

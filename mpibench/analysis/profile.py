@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from mpibench.analysis.table import KEY, col, config_of, group_rows, label, latest_per_config, n_rows, present
+from mpibench.analysis.table import KEY, col, config_of, group_rows, label, n_rows, per_configuration, present
 
 #: A batch-size series: every dimension but the batch size (of the optional ones, those a table has).
 SERIES = tuple(k for k in KEY if k != "batch_size")
@@ -37,8 +37,11 @@ COLUMNS = ("per_sample_ms", "per_sample_ci_low_ms", "per_sample_ci_high_ms", "vs
 def batch_profile(t: dict[str, np.ndarray], rows=None) -> tuple[dict[str, np.ndarray], list[dict]]:
     """COLUMNS for every row (NaN/"" where not computed) and the anomalies found, one dict each.
 
-    `rows`: one row per configuration (default: latest_per_config(t)); a caller that has them saves a pass.
+    `rows`: one row per configuration, `t` stating their figures (default: table.per_configuration(t)).
     """
+    if rows is None:
+        t, rows = per_configuration(t)
+    rows = np.asarray(rows)
     n = n_rows(t)
     out = {c: np.full(n, math.nan) for c in COLUMNS}
     out["vs_prev_significant"] = np.zeros(n, dtype=bool)
@@ -50,7 +53,6 @@ def batch_profile(t: dict[str, np.ndarray], rows=None) -> tuple[dict[str, np.nda
         out["per_sample_ms"] = col(t, "e2e_p50_ms").astype(float) / bs
         out["per_sample_ci_low_ms"] = col(t, "e2e_ci_low_ms").astype(float) / bs
         out["per_sample_ci_high_ms"] = col(t, "e2e_ci_high_ms").astype(float) / bs
-    rows = latest_per_config(t) if rows is None else np.asarray(rows)
     rows = rows[(col(t, "status", "ok")[rows] == "ok") & np.isfinite(out["per_sample_ms"][rows])]
     findings = []
     for idx in group_rows(t, present(t, SERIES), rows).values():

@@ -53,7 +53,7 @@ def build(a: Analysis, made: list[FigureFile]) -> list:
     blocks: list = [D.Heading(f"mpibench report: {a.run.path.name}", 1), D.Para(headline(a))]
     if not a.run.complete:
         blocks.append(D.Para(_incomplete(a)))
-    blocks += _facts(a) + _recommendation(a) + _results(a) + contrasts.section(a.tasks, a.rows)
+    blocks += _facts(a) + _recommendation(a) + _results(a) + contrasts.section(a.tasks, a.rows, a.windowed)
     blocks += _profile(a) + _excluded(a) + _quality(a)
     blocks += _scaling(a)
     blocks.append(D.Heading("Figures"))
@@ -173,6 +173,22 @@ def _objective(obj: str, a: Analysis) -> str:
     return {"throughput": "throughput", "energy": "energy (J/sample)"}[obj]
 
 
+def _windows_note(t: dict, rows: np.ndarray) -> str:
+    """What --repeats did to the figures, with how far the windows' medians spread."""
+    windows = col(t, "windows", 1)[rows].astype(float)
+    if not np.any(windows > 1):
+        return ""
+    spread = col(t, "window_spread")[rows].astype(float)
+    spread = spread[np.isfinite(spread)]
+    return (f" Each configuration was measured in up to {int(np.max(windows))} windows (--repeats), interleaved in a "
+            "random order over the sweep: its p50 is the mean of the windows' medians and its 95 % CI covers the "
+            "drift between them (Student's t over the windows, never narrower than one window's own); p99 and "
+            "J/sample are the windows' means. A difference is called significant, and an anomaly flagged, only "
+            "where every window shows it on its own. The windows' medians spread by "
+            f"{fmt(100 * np.median(spread), 2)} % (median over configurations; max / min - 1), at most "
+            f"{fmt(100 * np.max(spread), 2)} %.")
+
+
 def _results(a: Analysis) -> list:
     t = a.tasks
     has_energy = bool(np.any(energy_measured(t)))
@@ -182,7 +198,8 @@ def _results(a: Analysis) -> list:
                      "per batch; phase shares are of the mean end-to-end time; \"vs previous\" compares the "
                      "per-sample latency with the next smaller batch size (* = 95 % CIs apart)."
                      + (" MFU is the forward pass's model FLOP/s over the device's peak: the datasheet or "
-                        "instruction-set estimate, and the GEMM peak the node measured at start." if has_mfu else ""))]
+                        "instruction-set estimate, and the GEMM peak the node measured at start." if has_mfu else "")
+                     + _windows_note(t, a.rows))]
     header = ["batch", "throughput (samples/s) [95 % CI]", "p50 (ms)", "p99 (ms) [95 % CI]", "ms/sample",
               "vs previous", *(f"{p} %" for p in PHASES), *(["J/sample"] if has_energy else []),
               *(["MFU % (estimate / measured)"] if has_mfu else []), "notes"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
+from mpibench.stats import combine_windows
 from mpibench.task import CORE, DIMENSIONS, format_label, with_role
 
 #: What identifies a configuration: the sweep dimensions, declared once as the Task's fields.
@@ -103,17 +105,98 @@ def energy_measured(t: dict[str, np.ndarray]) -> np.ndarray:
             & np.isfinite(col(t, "j_per_sample").astype(float)))
 
 
-def latest_per_config(t: dict[str, np.ndarray]) -> np.ndarray:
-    """One row per configuration: its last eligible row, else its last row (a resumed run repeats)."""
+def latest_per_config(t: dict[str, np.ndarray], by: tuple[str, ...] | None = None) -> np.ndarray:
+    """One row per configuration (or per value of the `by` columns): its last eligible row, else its last
+    row (a resumed run repeats)."""
     ok = why_ineligible(t) == ""
     best: dict[tuple, int] = {}
-    columns = [col(t, k, "") for k in key_columns(t)]
+    columns = [col(t, k, "") for k in (key_columns(t) if by is None else by)]
     for i in range(n_rows(t)):
         key = tuple(_plain(c[i]) for c in columns)
         j = best.get(key)
         if j is None or ok[i] or not ok[j]:
             best[key] = i
     return np.array(sorted(best.values()), dtype=int)
+
+
+#: The figures a configuration measured in several windows (--repeats) states for them all.
+COMBINED = ("e2e_p50_ms", "e2e_ci_low_ms", "e2e_ci_high_ms", "throughput_sps", "throughput_ci_low_sps",
+            "throughput_ci_high_sps", "throughput_mean_sps", "latency_p99_ms", "j_per_sample", "windows",
+            "window_spread")
+
+
+def window_rows(t: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Per measurement window (--repeats: the `repeat` column): one row per configuration it measured."""
+    repeat = col(t, "repeat", 0).astype(int)
+    return [np.flatnonzero(repeat == r)[latest_per_config(take(t, repeat == r))]
+            for r in sorted(set(repeat.tolist()))]
+
+
+def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(table, rows): one row per configuration, and a table in which each of those rows states the
+    configuration's figures.
+
+    A configuration measured once keeps its row as it is. One measured in several windows (--repeats)
+    gets, in the row of its last eligible window, the figures of all its eligible windows combined
+    (mpibench.stats.combine_windows: the mean of the windows' median latencies, a 95 % CI that covers the
+    drift between them, the throughput they imply; the mean p99 and J/sample), `windows` (how many were
+    combined) and `window_spread` (max / min of their medians - 1). Other rows keep their own figures.
+    """
+    t = with_figures(t)
+    rows = latest_per_config(t)
+    if "repeat" not in t or not np.any(col(t, "repeat", 0).astype(int) > 0):
+        return t, rows
+    ok = why_ineligible(t) == ""
+    per_window = latest_per_config(t, key_columns(t) + ("repeat",))
+    of_config = {tuple(_plain(col(t, k, "")[i]) for k in key_columns(t)): i for i in rows.tolist()}
+    windows: dict[int, list[int]] = defaultdict(list)
+    for i in per_window.tolist():
+        if ok[i]:
+            windows[of_config[tuple(_plain(col(t, k, "")[i]) for k in key_columns(t))]].append(i)
+    t = {k: np.array(v, copy=True) for k, v in t.items()}
+    for name in COMBINED:
+        if name not in t:
+            t[name] = np.full(n_rows(t), 1 if name == "windows" else math.nan)
+    server = col(t, "scenario", "offline").astype(str) == "server"
+    for row, idx in windows.items():
+        idx = np.array(idx)
+        if len(idx) < 2:
+            continue
+        bs = float(t["batch_size"][row])
+        if server[row]:  # what the server delivered, window by window; no within-window CI
+            rate = t["throughput_sps"][idx].astype(float)
+            centre, lo, hi = combine_windows(rate, rate, rate)
+            t["throughput_sps"][row], t["throughput_ci_low_sps"][row], t["throughput_ci_high_sps"][row] = centre, lo, hi
+            t["throughput_mean_sps"][row] = centre
+            medians = rate
+        else:
+            medians = t["e2e_p50_ms"][idx].astype(float)
+            centre, lo, hi = combine_windows(medians, t["e2e_ci_low_ms"][idx], t["e2e_ci_high_ms"][idx])
+            t["e2e_p50_ms"][row], t["e2e_ci_low_ms"][row], t["e2e_ci_high_ms"][row] = centre, lo, hi
+            with np.errstate(divide="ignore"):
+                t["throughput_sps"][row] = bs * 1e3 / centre
+                t["throughput_ci_low_sps"][row] = bs * 1e3 / hi
+                t["throughput_ci_high_sps"][row] = bs * 1e3 / lo if lo > 0 else math.inf
+                t["throughput_mean_sps"][row] = float(np.mean(t["throughput_mean_sps"][idx].astype(float)))
+        t["latency_p99_ms"][row] = float(np.mean(t["latency_p99_ms"][idx].astype(float)))
+        t["j_per_sample"][row] = float(np.mean(t["j_per_sample"][idx].astype(float)))
+        t["windows"][row] = len(idx)
+        t["window_spread"][row] = float(np.max(medians) / np.min(medians) - 1)
+    return t, rows
+
+
+def in_every_window(full: dict[str, np.ndarray], found: list, find: Callable[[dict], list],
+                    key: Callable[[Any], Hashable] = lambda f: f) -> list:
+    """Of the verdicts `found` on the combined figures, those that `find` reaches again on every
+    measurement window's own table (--repeats): a finding must not rest on one window. `full` holds every
+    window's rows with their own figures; `key` says which verdicts are the same."""
+    windows = window_rows(full)
+    if len(windows) < 2:
+        return found
+    held = {key(f) for f in found}
+    for rows in windows:
+        held &= {key(f) for f in find(take(full, rows))}
+    return [f for f in found if key(f) in held]
 
 
 def group_rows(t: dict[str, np.ndarray], by: tuple[str, ...], rows=None) -> dict[tuple, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Rank 0: hands out Tasks to workers that ask for them (longest first) and collects Results.
+"""Rank 0: hands out Tasks to workers that ask for them (in plan.dispatch_order) and collects Results.
 
 Rank 0 never blocks on one worker: every send and receive is non-blocking (a matched probe, then a
 receive tested between polls), so a worker that freezes, even halfway through sending its result, costs
@@ -7,9 +7,10 @@ only its own task.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from typing import Callable
 
 from mpi4py import MPI
@@ -22,6 +23,8 @@ from mpibench.stopping import StopFlag
 TAG_RESULT = 11  # worker -> 0: a Result, or None when asking for the first task
 TAG_TASK = 12  # 0 -> worker: a Task, or None: no more work
 TAG_STOP = 13  # 0 -> worker: abandon the task in hand (a stop was requested)
+#: How far down the queue a rank looks for a configuration it has not measured yet.
+LOOKAHEAD = 64
 
 
 class Coordinator:
@@ -51,6 +54,7 @@ class Coordinator:
         self.hosts = hosts or {}  # rank -> host, for the rows of tasks it had to abandon
         self._receiving: dict[int, MPI.Request] = {}  # a result on its way from this rank
         self._sending: list[MPI.Request] = []
+        self.measured: dict[int, set[tuple]] = defaultdict(set)  # rank -> configurations it was given
 
     def run(self, tasks: list[Task], release: bool = True) -> list[Task]:
         """Measure `tasks`; with release=False the workers are kept for another call (rounds)."""
@@ -76,7 +80,7 @@ class Coordinator:
                 if queue and stopping_at is None:
                     if self.can_start(rank, self.busy):
                         self.idle.remove(rank)
-                        self.busy[rank] = queue.popleft()
+                        self.busy[rank] = self._next_for(rank, queue)
                         self.deadline[rank] = time.monotonic() + self.timeout(self.busy[rank])
                         self._send(self.busy[rank], rank, TAG_TASK)
                 elif letting_go:  # nothing more for this worker
@@ -95,6 +99,16 @@ class Coordinator:
             self.on_result(Result.failure(task, "interrupted", rank, self.hosts.get(rank, "?"),
                                           f"stopped by {self.stop.signal} before the task finished"))
         return list(queue)
+
+    def _next_for(self, rank: int, queue: deque) -> Task:
+        """The first queued task of a configuration `rank` has not measured yet, looking LOOKAHEAD tasks
+        ahead, else the first: --repeats spreads a configuration's windows over the ranks."""
+        seen = self.measured[rank]
+        pick = next((i for i, task in enumerate(itertools.islice(queue, LOOKAHEAD)) if task.key not in seen), 0)
+        task = queue[pick]
+        del queue[pick]
+        seen.add(task.key)
+        return task
 
     def _send(self, obj, rank: int, tag: int) -> None:
         self._sending = [r for r in self._sending if not r.Test()]  # keep the unfinished ones alive

@@ -20,7 +20,7 @@ from mpibench.config import Config
 from mpibench.errors import StoreError, UsageError
 from mpibench.gemm import GemmPlan
 from mpibench.placement import Placement
-from mpibench.plan import expand
+from mpibench.plan import expand, first_windows
 from mpibench.stopping import StopFlag
 
 OVERSUBSCRIBED = ("warning: more measuring ranks than cores on a node: ranks share cores and their "
@@ -105,7 +105,7 @@ def _part(comm: MPI.Comm, cfg: Config, options: Options, layout: Layout, host_ro
     if comm.rank == 0:
         return lead_sweep(cfg, comm, layout, host_rows, stop, options, executor)
     if scaling:
-        run_scaling(comm, cfg, expand(cfg), executor, layout.workers, stop=stop)
+        run_scaling(comm, cfg, first_windows(expand(cfg)), executor, layout.workers, stop=stop)
     else:
         serve(comm, executor.run)
     return 0

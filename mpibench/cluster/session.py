@@ -17,7 +17,7 @@ from mpibench import __version__
 from mpibench.cluster.layout import Layout
 from mpibench.config import Config
 from mpibench.peak import gemm_by_host
-from mpibench.plan import Task, estimate_total, expand, pending, task_timeout_s
+from mpibench.plan import Task, estimate_total, expand, first_windows, pending, task_timeout_s
 from mpibench.stopping import StopFlag
 
 #: Exit status of a job ended because a rank stopped answering (after the rest of the sweep was measured).
@@ -89,6 +89,8 @@ def lead_sweep(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[dict
         attrs["optimal_objective"] = options.objective
     store, todo = _open(cfg, attrs, host_rows, planned, options.resume)
     what = f"{len(todo)} of {len(planned)} tasks left" if options.resume else f"{len(todo)} tasks"
+    if cfg.measure.repeats > 1 and options.optimal is None:
+        what += f" ({len(planned) // cfg.measure.repeats} configurations x {cfg.measure.repeats} windows)"
     console.print(f"mpibench {__version__}: {what}, {comm.size} rank(s) on {len(host_rows)} node(s), "
                   f"{n_workers} measuring; estimated {estimate_total(todo, n_workers):.0f} s; "
                   f"writing {cfg.output.path}")
@@ -148,6 +150,7 @@ def choose_for_optimal(cfg: Config, options: Options, planned: list[Task], run_t
     from mpibench.console import console
     from mpibench.optimal import from_file, successive_halving
 
+    planned = first_windows(planned)
     objective = options.objective
     slo = cfg.server.latency_slo_ms if objective == "latency" else None
     if options.optimal:
@@ -174,7 +177,7 @@ def lead_scaling(cfg: Config, comm: MPI.Comm, layout: Layout, host_rows: list[di
     from mpibench.recorder import Recorder
     from mpibench.store import Store
 
-    tasks, workers = expand(cfg), layout.workers
+    tasks, workers = first_windows(expand(cfg)), layout.workers
     store = Store.create(cfg.output.path, run_attrs(cfg, comm, len(workers)), host_rows,
                          overwrite=cfg.output.overwrite)
     steps = len(groups(workers))
