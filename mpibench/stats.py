@@ -59,7 +59,7 @@ def combine_windows(medians, lows, highs) -> tuple[float, float, float]:
     error is read back (se_i = CI width / 2 Z95). The medians scatter by the noise within a window plus
     the drift between windows (a random-effects model), so their sample variance s^2 estimates both; it
     is not allowed below the mean within-window variance, which k small can undershoot. The centre is the
-    mean of the medians; the CI is centre +- t(k-1) sqrt(max(s^2, mean se_i^2) / k). One window gives its
+    mean of the medians; the CI is centre +- t(k-1) sqrt(max(s^2, mean se_i^2) / k), never below 0. One window gives its
     own median and CI; no finite median gives NaNs.
     """
     m = np.asarray(medians, dtype=float)
@@ -74,7 +74,7 @@ def combine_windows(medians, lows, highs) -> tuple[float, float, float]:
     within = float(np.mean(((hi - lo) / (2 * Z95)) ** 2))  # inf where a window's CI is unbounded
     half = t975(k - 1) * math.sqrt(max(float(np.var(m, ddof=1)), within) / k)
     centre = float(np.mean(m))
-    return (centre, centre - half, centre + half)
+    return (centre, max(0.0, centre - half), centre + half)  # latencies and rates are never negative
 
 
 def ci_relative_halfwidth(x: np.ndarray) -> float:

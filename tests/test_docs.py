@@ -94,7 +94,7 @@ TESTED_BY = {
     "--precisions fp32": "tests/test_slurm.py::test_run_benchmark_optimal_through_slurm",
     **{f"python benchmarks/{script} --quick": "tests/test_benchmarks.py::test_benchmark_runs_quick"
        for script in ("overhead.py", "agreement.py", "repeatability.py", "energy_overhead.py",
-                      "analysis_scale.py", "dispatch.py", "ingest.py", "hierarchy.py")},
+                      "analysis_scale.py", "dispatch.py", "ingest.py", "hierarchy.py", "coverage.py")},
 }
 
 

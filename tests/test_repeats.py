@@ -41,7 +41,7 @@ def test_windows_that_agree_are_never_narrower_than_their_own_noise():
     centre, lo, hi = combine_windows(medians, [9.0] * 3, [11.0] * 3)
     se = 2.0 / (2 * Z95)
     assert (hi - lo) / 2 == pytest.approx(t975(2) * se / math.sqrt(3))
-    assert combine_windows([10.0, 10.0], [-math.inf, 9.0], [math.inf, 11.0])[1:] == (-math.inf, math.inf)
+    assert combine_windows([10.0, 10.0], [-math.inf, 9.0], [math.inf, 11.0])[1:] == (0.0, math.inf)  # >= 0
 
 
 # ---------------------------------------------------------------- planning and dispatch
@@ -121,6 +121,10 @@ def test_per_configuration_combines_the_windows_in_one_row_each():
     assert combined["throughput_ci_low_sps"][first] == pytest.approx(1e3 / hi)
     assert combined["windows"][first] == 3 and combined["window_spread"][first] == pytest.approx(0.5)
     assert t["e2e_p50_ms"][first] == 0.8  # the caller's table is left as it was
+    assert combined["converged"][first]
+    t["converged"][0] = False  # a window that ran out of time still counts, but the configuration is not converged
+    combined, rows = per_configuration(t)
+    assert combined["windows"][first] == 3 and not combined["converged"][first]
 
 
 def test_an_anomaly_missing_from_one_window_is_withdrawn():

@@ -137,7 +137,8 @@ def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     configuration's figures.
 
     A configuration measured once keeps its row as it is. One measured in several windows (--repeats)
-    gets, in the row of its last eligible window, the figures of all its eligible windows combined
+    gets, in the row of its last eligible window, the figures of all its windows that measured (status
+    ok, converged or not; `converged` only if all did) combined
     (mpibench.stats.combine_windows: the mean of the windows' median latencies, a 95 % CI that covers the
     drift between them, the throughput they imply; the mean p99 and J/sample), `windows` (how many were
     combined) and `window_spread` (max / min of their medians - 1). Other rows keep their own figures.
@@ -146,7 +147,7 @@ def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     rows = latest_per_config(t)
     if "repeat" not in t or not np.any(col(t, "repeat", 0).astype(int) > 0):
         return t, rows
-    ok = why_ineligible(t) == ""
+    ok = np.isin(why_ineligible(t), ("", "did not converge"))  # a window that ran out of time still measured
     per_window = latest_per_config(t, key_columns(t) + ("repeat",))
     of_config = {tuple(_plain(col(t, k, "")[i]) for k in key_columns(t)): i for i in rows.tolist()}
     windows: dict[int, list[int]] = defaultdict(list)
@@ -180,6 +181,8 @@ def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
                 t["throughput_mean_sps"][row] = float(np.mean(t["throughput_mean_sps"][idx].astype(float)))
         t["latency_p99_ms"][row] = float(np.mean(t["latency_p99_ms"][idx].astype(float)))
         t["j_per_sample"][row] = float(np.mean(t["j_per_sample"][idx].astype(float)))
+        if "converged" in t:  # recommended only if every window converged
+            t["converged"][row] = bool(np.all(converged(take(t, idx))))
         t["windows"][row] = len(idx)
         t["window_spread"][row] = float(np.max(medians) / np.min(medians) - 1)
     return t, rows
