@@ -1,6 +1,8 @@
-"""`python -m mpibench.analyze`: report, figures and the optimum of a run file; or compare two runs.
+"""`python -m mpibench.analyze`: report, figures and the optimum of a run file; one report over several
+runs; or compare two runs as a regression gate.
 
     python -m mpibench.analyze results/cpu.h5 [--out DIR] [--latency-slo-ms 50]
+    python -m mpibench.analyze results/a.h5 results/b.h5 [...] [--out DIR]
     python -m mpibench.analyze --compare results/base.h5 results/new.h5 [--threshold 5]
 
 No MPI and no torch: copy the file off the cluster and run this on a laptop.
@@ -19,6 +21,7 @@ from mpibench.errors import UsageError
 EPILOG = """examples:
   python -m mpibench.analyze results/quick.h5                       # -> results/quick-analysis/
   python -m mpibench.analyze results/gpu.h5 --latency-slo-ms 20 --out report/
+  python -m mpibench.analyze results/cpu-a.h5 results/cpu-b.h5 --out a-vs-b/    # one report over both runs
   python -m mpibench.analyze --compare results/v1.h5 results/v2.h5 --threshold 5
 
 Exit status: 0 done (or no significant regression), 1 (--compare) a configuration regressed significantly
@@ -31,9 +34,12 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m mpibench.analyze", epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter,
                description="Offline analysis of an mpibench run file: report.md/.html, PNG figures and "
-                           "optimal.json; or --compare two runs as a regression gate.")
-    p.add_argument("run", nargs="?", metavar="RUN.h5", help="the run file to analyse")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: RUN-analysis/ next to the file)")
+                           "optimal.json; of several run files: one report with their configurations matched "
+                           "and their figures side by side; or --compare two runs as a regression gate.")
+    p.add_argument("run", nargs="*", metavar="RUN.h5", help="the run file(s) to analyse; several give one report "
+                   "over them all (each run named by its --label, else its file name; the first is the reference)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: RUN-analysis/ next to the (first) file, "
+                   "RUN-and-N-more-analysis/ for several)")
     p.add_argument("--latency-slo-ms", type=_positive, metavar="MS",
                    help="p99 latency bound for the latency objective: highest throughput whose p99 meets it")
     p.add_argument("--compare", nargs=2, metavar=("BASE.h5", "NEW.h5"),
@@ -55,14 +61,30 @@ def _positive(text: str) -> float:
     return value
 
 
-def default_out(run: Path) -> Path:
-    return run.with_name(f"{run.stem}-analysis")
+def default_out(run: Path, more: int = 0) -> Path:
+    return run.with_name(f"{run.stem}-and-{more}-more-analysis" if more else f"{run.stem}-analysis")
+
+
+def _analyse_runs(ns) -> int:
+    from mpibench.analysis.multirun import analyze_runs, write_all
+
+    if ns.latency_slo_ms is not None:
+        raise UsageError("--latency-slo-ms applies to one run's report; give one RUN.h5 with it")
+    out = Path(ns.out) if ns.out else default_out(Path(ns.run[0]), len(ns.run) - 1)
+    check_directory(out, "--out")  # before anything is read or written
+    runs = analyze_runs(ns.run)
+    written = write_all(runs, out)
+    print(f"{len(runs.rows)} configurations over {len(runs.labels)} runs ({', '.join(runs.labels)}); "
+          f"wrote {len(written)} files to {out}/ (open report.html or report.md)")
+    return 0
 
 
 def _analyse(ns) -> int:
     from mpibench.analysis import analyze, write_all
 
-    run = Path(ns.run)
+    if len(ns.run) > 1:
+        return _analyse_runs(ns)
+    run = Path(ns.run[0])
     out = Path(ns.out) if ns.out else default_out(run)
     check_directory(out, "--out")  # before anything is read or written
     a = analyze(run, latency_slo_ms=ns.latency_slo_ms)

@@ -174,6 +174,9 @@ class OutputConfig(_Section):
     )
     overwrite: bool = Field(False, description="replace an existing output file")
     jsonl: Path | None = Field(None, description="also write one JSON line per task to this path")
+    label: str = Field("", max_length=64, description="a name for this run in reports over several runs "
+                       "(python -m mpibench.analyze A.h5 B.h5 ...), e.g. a partition or a software version; "
+                       "default: the file's name")
 
 
 class ServerConfig(_Section):

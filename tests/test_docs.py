@@ -75,6 +75,10 @@ TESTED_BY = {
     "python -m mpibench.run --config configs/tiny.yaml --batch-sizes 2 --precisions fp32 --backends eager,compile "
     "--attention sdpa,eager --output results/compile.h5":
         "tests/test_scenarios.py::test_eager_attention_and_compile_backend",
+    "python -m mpibench.run --config configs/tiny.yaml --batch-sizes 1 --precisions fp32 --max-time 0.5 --label before "
+    "--output results/before.h5": "tests/test_multirun.py::test_a_label_given_at_run_time_names_the_run",
+    "python -m mpibench.analyze results/before.h5 results/after.h5 --out before-vs-after/":
+        "tests/test_multirun.py::test_the_report_is_written_self_contained",
     "mpirun -n 3 python -m mpibench.run --optimal results/tiny.h5 --output results/tiny-optimal.h5":
         "tests/test_optimal.py::test_from_a_file_runs_the_chosen_configuration",
     "mpirun -n 3 python -m mpibench.run --model synthetic --seq-lens 10 --warmup-s 0 --min-time 0.3 "

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mpibench.analysis import rawstats
-from mpibench.analysis.table import config_of, key_columns, n_rows, with_figures
+from mpibench.analysis.table import col, config_of, key_columns, n_rows, with_figures
 from mpibench.store import plain, read_group, reading
 from mpibench.task import DEFAULTS
 
@@ -49,7 +49,7 @@ def load_run(path: str | Path, block_rows: int = rawstats.BLOCK_ROWS) -> Run:
         tasks = with_defaults(read_group(f["tasks"]))
         if "raw" in f and n_rows(tasks) and "raw_offset" in tasks:
             tasks.update(rawstats.stream(f, tasks["raw_offset"], tasks["raw_count"], block_rows))
-            server = tasks.get("scenario", np.array([])) == "server"  # its raw samples are batches, not requests:
+            server = col(tasks, "scenario", "offline") == "server"  # its raw samples are batches, not requests:
             for c in ("p99_ci_low_ms", "p99_ci_high_ms"):  # they bound no request's p99
                 tasks[c] = np.where(server, np.nan, tasks[c])
         scaling = read_group(f["scaling"]) if "scaling" in f else None

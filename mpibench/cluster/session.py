@@ -61,6 +61,7 @@ def run_attrs(cfg: Config, comm: MPI.Comm, n_workers: int) -> dict:
         "world_size": comm.size,
         "n_workers": n_workers,
         "package_versions": json.dumps(package_versions()),
+        **({"label": cfg.output.label} if cfg.output.label else {}),
         **slurm,
     }
 
