@@ -177,8 +177,8 @@ def write_attrs(attrs: dict[str, dict], path: Path) -> None:
 
 
 def write_all(files: dict[Path, Callable[[Path], None]]) -> None:
-    """Each file written under a temporary name beside it, then all renamed into place: a failure leaves
-    no file, whole or half, under a final name that was not there before."""
+    """Each file written under a temporary name beside it, then all renamed into place: a failure while
+    writing leaves every final name as it was, and no half-written file under it."""
     temporary: dict[Path, Path] = {}
     try:
         for path, write in files.items():
