@@ -95,7 +95,7 @@ def test_only_the_cluster_package_and_run_talk_mpi():
     assert offenders == [], f"only mpibench/cluster/ and run.py may import mpi4py: {offenders}"
 
 
-@pytest.mark.parametrize("module", ["mpibench.store", *_under("mpibench.analysis")])
+@pytest.mark.parametrize("module", ["mpibench.store", "mpibench.export", *_under("mpibench.analysis")])
 def test_store_and_analysis_import_no_torch_transformers_or_mpi(module):
     direct = sorted({n.split(".")[0] for n, _ in imports(MODULES[module])} & set(HEAVY))
     assert direct == [], f"{module} imports {direct}"
