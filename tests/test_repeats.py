@@ -125,6 +125,10 @@ def test_per_configuration_combines_the_windows_in_one_row_each():
     t["converged"][0] = False  # a window that ran out of time still counts, but the configuration is not converged
     combined, rows = per_configuration(t)
     assert combined["windows"][first] == 3 and not combined["converged"][first]
+    t["status"][7] = "failed"  # batch size 2's last window: the window before it states the figures
+    combined, rows = per_configuration(t)
+    second = rows[combined["batch_size"][rows] == 2][0]
+    assert second == 4 and combined["status"][second] == "ok" and combined["windows"][second] == 2
 
 
 def test_an_anomaly_missing_from_one_window_is_withdrawn():

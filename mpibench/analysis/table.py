@@ -148,12 +148,21 @@ def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     if "repeat" not in t or not np.any(col(t, "repeat", 0).astype(int) > 0):
         return t, rows
     ok = np.isin(why_ineligible(t), ("", "did not converge"))  # a window that ran out of time still measured
-    per_window = latest_per_config(t, key_columns(t) + ("repeat",))
-    of_config = {tuple(_plain(col(t, k, "")[i]) for k in key_columns(t)): i for i in rows.tolist()}
-    windows: dict[int, list[int]] = defaultdict(list)
-    for i in per_window.tolist():
+    keys = [col(t, k, "") for k in key_columns(t)]
+
+    def config(i: int) -> tuple:
+        return tuple(_plain(c[i]) for c in keys)
+
+    chosen = {config(i): i for i in rows.tolist()}
+    measured: dict[tuple, list[int]] = defaultdict(list)
+    for i in latest_per_config(t, key_columns(t) + ("repeat",)).tolist():
         if ok[i]:
-            windows[of_config[tuple(_plain(col(t, k, "")[i]) for k in key_columns(t))]].append(i)
+            measured[config(i)].append(i)
+    for key, idx in measured.items():  # the chosen row states the figures, or the last window that measured
+        if chosen[key] not in idx:
+            chosen[key] = idx[-1]
+    windows = {chosen[key]: idx for key, idx in measured.items()}
+    rows = np.array(sorted(chosen.values()), dtype=int)
     t = {k: np.array(v, copy=True) for k, v in t.items()}
     for name in COMBINED:
         if name not in t:
