@@ -31,7 +31,7 @@ from mpibench.energy import CompositeMeter, RaplMeter, make_meter  # noqa: E402
 from mpibench.inference.model import build_model  # noqa: E402
 
 BATCH, SEQ_LEN = 8, 128
-MODELS = {"base": "distilbert-base-uncased", "tiny": "distilbert-tiny"}  # names in config.ARCHITECTURES
+MODELS = {"base": "distilbert-base-uncased", "tiny": "distilbert-tiny"}  # names in architecture.BUILT_IN
 
 
 def fabricated_powercap(root: Path) -> None:

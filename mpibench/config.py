@@ -12,16 +12,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mpibench.architecture import BUILT_IN
 from mpibench.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
-#: Architectures that need no files: DistilBERT shapes built from their config.
-ARCHITECTURES: dict[str, dict[str, int]] = {
-    "distilbert-base-uncased": dict(n_layers=6, dim=768, hidden_dim=3072, n_heads=12),
-    "distilbert-tiny": dict(n_layers=2, dim=64, hidden_dim=256, n_heads=2),
-}
 
 
 #: Upper bounds that keep every run finite (and every number a machine can hold).
@@ -57,8 +53,9 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     name: str = Field(
         "distilbert-base-uncased",
-        description="model: a known architecture (distilbert-base-uncased, distilbert-tiny), "
-        "a local directory with config.json (and weights), or synthetic (sleeps, no torch: for "
+        description=f"model: a built-in architecture ({', '.join(BUILT_IN)}: random weights unless the "
+        "local Hugging Face cache has the real ones), a local directory with the config.json of any transformers "
+        "architecture (and its weights and tokenizer, where present), or synthetic (sleeps, no torch: for "
         "testing the coordinator)",
         json_schema_extra={"flag": "--model"},
     )
@@ -67,10 +64,10 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_or_local(cls, v: str) -> str:
-        if v in ARCHITECTURES or v == "synthetic" or (Path(v) / "config.json").is_file():
+        if v in BUILT_IN or v == "synthetic" or (Path(v) / "config.json").is_file():
             return v
         raise ValueError(
-            f"unknown model {v!r}; allowed: {', '.join(ARCHITECTURES)}, synthetic, "
+            f"unknown model {v!r}; allowed: {', '.join(BUILT_IN)}, synthetic, "
             "or a local directory containing config.json"
         )
 

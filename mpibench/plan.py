@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
 
-from mpibench.config import ARCHITECTURES, LOAD_ALLOWANCE_S, Config, best_half_precision
-from mpibench.flops import distilbert_flops_per_sample
+from mpibench.architecture import config_dict, forward_flops_per_sample, shape_of
+from mpibench.config import LOAD_ALLOWANCE_S, Config, best_half_precision
 from mpibench.task import Task
 
 #: A rough CPU rate for ordering and the --dry-run estimate only; never reported as a result.
@@ -49,9 +50,18 @@ def iteration_s(cfg: Config, device: str, batch_size: int, seq_len: int) -> floa
     """Expected seconds of one iteration (a rough rate: for ordering and estimates only)."""
     if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
         return batch_size * seq_len * 1.05e-6
-    arch = ARCHITECTURES.get(cfg.model.name, ARCHITECTURES["distilbert-base-uncased"])
-    flops = distilbert_flops_per_sample(seq_len, **arch) * batch_size
+    flops = forward_flops_per_sample(seq_len, _shape(cfg.model.name)) * batch_size
     return flops / _ASSUMED_FLOPS[device.split(":")[0]]
+
+
+@functools.lru_cache(maxsize=8)
+def _shape(model: str):
+    """The model's shape, read once per model (a directory's config.json); a config that cannot be read is
+    distilbert-base's for the estimate, and fails where the task builds the model."""
+    try:
+        return shape_of(config_dict(model))
+    except (OSError, ValueError, TypeError):
+        return shape_of(config_dict("distilbert-base-uncased"))
 
 
 def _measure_s(cfg: Config, iter_s: float, batch_size: int, scenario: str) -> float:

@@ -23,6 +23,10 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("status", "str", "ok, failed, oom, unavailable or interrupted"),
     Column("message", "str", "why, when status is not ok (with rank and host)", 512),
     Column("weights", "str", "pretrained (local files) or random-init (same architecture and speed)"),
+    Column("architecture", "str", "the transformers class built (DistilBertForSequenceClassification, ...)", 128),
+    Column("n_params", "i8", "parameters of the model built"),
+    Column("tokenizer", "str", "the model's own tokenizer class (local files), wordpiece (the bundled BERT-uncased "
+                               "one, the family's own) or stand-in (its ids mapped into the model's vocabulary)"),
     Column("precision_mode", "str", "how the precision is applied: cast (weights and activations in it)"),
     Column("preprocess_mode", "str", "inline (tokenised in the timed loop) or ahead (tokenised before timing)"),
     Column("compile_s", "f8", "backend compile: seconds of the first call (compilation), apart from warm-up"),

@@ -102,7 +102,7 @@ def test_store_and_analysis_import_no_torch_transformers_or_mpi(module):
     assert heavy_chains(module, HEAVY) == []
 
 
-@pytest.mark.parametrize("module", ["mpibench.config", "mpibench.plan", "mpibench.task"])
+@pytest.mark.parametrize("module", ["mpibench.config", "mpibench.plan", "mpibench.task", "mpibench.architecture"])
 def test_config_and_plan_stay_light(module):
     assert heavy_chains(module, ("torch", "mpi4py")) == []
 

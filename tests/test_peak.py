@@ -6,7 +6,7 @@ import math
 import pytest
 
 from conftest import run_cli
-from mpibench.flops import distilbert_flops_per_sample
+from mpibench.architecture import forward_flops_per_sample, shape_of
 from mpibench.gemm import GemmPlan, best_tflops, gemm_peaks, matmul_at
 from mpibench.peak import cpu_info, flops_per_cycle, gemm_by_host, measured_peak, mfu, mfu_measured, peak_tflops
 
@@ -77,36 +77,43 @@ def test_cpu_info_reads_this_host():
 
 def test_flops_hand_count():
     """s=8, d=4, h=8, one layer: 4*s*d^2 + 2*s^2*d + 2*s*d*h = 512 + 512 + 512; head d^2 + 2d = 24."""
-    assert distilbert_flops_per_sample(8, n_layers=1, dim=4, hidden_dim=8) == 2 * (1536 + 24)
+    shape = shape_of(dict(model_type="distilbert", n_layers=1, dim=4, hidden_dim=8, n_heads=2))
+    assert forward_flops_per_sample(8, shape) == 2 * (1536 + 24)
+    # grouped KV heads (2 of 4) and a gated MLP, a decoder's head on all 8 tokens:
+    # Q, O 2*8*16 = 256; K, V 2*8*4*2 = 128; attention 2*64*4 = 512; MLP 3*8*4*8 = 768; head 8*4*2 = 64
+    llama = shape_of(dict(model_type="llama", num_hidden_layers=1, hidden_size=4, intermediate_size=8,
+                          num_attention_heads=4, num_key_value_heads=2))
+    assert forward_flops_per_sample(8, llama) == 2 * (256 + 128 + 512 + 768 + 64)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_flops_match_the_matmuls_torch_runs(attn):
-    """The formula counts exactly the matmuls of a real forward pass.
+#: Tiny configs of each family the formula must count exactly (eager attention: FlopCounterMode sees bmm).
+FAMILIES = {
+    "distilbert": dict(n_layers=2, dim=64, hidden_dim=256, n_heads=4),
+    "bert": dict(num_hidden_layers=2, hidden_size=64, intermediate_size=256, num_attention_heads=4),
+    "roberta": dict(num_hidden_layers=2, hidden_size=64, intermediate_size=256, num_attention_heads=4),
+    "gpt2": dict(n_layer=2, n_embd=64, n_head=4),
+    "llama": dict(num_hidden_layers=2, hidden_size=64, intermediate_size=172, num_attention_heads=4,
+                  num_key_value_heads=2),
+}
 
-    Eager attention runs its two attention products as bmm, which FlopCounterMode counts: exact.
-    sdpa (what mpibench builds) runs them on CPU in `_scaled_dot_product_flash_attention_for_cpu`,
-    which has no FLOP formula in torch's counter (2.13), so its total falls short by exactly the
-    attention term 2 * 2*s^2*d per layer and sample (or is exact, once torch learns to count it).
-    """
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_flops_match_the_matmuls_torch_runs(family):
+    """The formula counts exactly the matmuls of a real forward pass of each family (eager attention,
+    whose two attention products FlopCounterMode counts; sdpa on CPU it cannot count in torch 2.13)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from torch.utils.flop_counter import FlopCounterMode
 
-    arch = dict(n_layers=2, dim=64, hidden_dim=256, n_heads=4)
-    cfg = transformers.DistilBertConfig(**arch, num_labels=3, attn_implementation=attn)
-    model = transformers.DistilBertForSequenceClassification(cfg).eval()
+    fields = dict(model_type=family, **FAMILIES[family])
+    cfg = transformers.AutoConfig.for_model(family, **FAMILIES[family], num_labels=3, pad_token_id=0)
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForSequenceClassification.from_config(cfg).eval()
     batch, seq = 3, 32
-    x = torch.randint(1000, 2000, (batch, seq))
+    x = torch.randint(3, 200, (batch, seq))
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(input_ids=x, attention_mask=torch.ones_like(x))
-    counted = counter.get_total_flops()
-    expected = batch * distilbert_flops_per_sample(seq, **arch, num_labels=3)
-    if attn == "eager":
-        assert counted == expected
-    else:
-        attention = batch * arch["n_layers"] * 2 * (2 * seq * seq * arch["dim"])
-        assert counted in (expected - attention, expected)
+    assert counter.get_total_flops() == batch * forward_flops_per_sample(seq, shape_of(fields), num_labels=3)
 
 
 class FakeDevice:

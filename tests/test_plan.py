@@ -1,7 +1,7 @@
 """Plan expansion, ordering and estimates (no torch, no MPI)."""
 
 from mpibench.config import Config
-from mpibench.flops import distilbert_flops_per_sample
+from mpibench.architecture import forward_flops_per_sample, shape_of
 from mpibench.plan import dispatch_order, estimate_total, expand, pending
 
 
@@ -56,4 +56,5 @@ def test_resume_filter():
 def test_flops_hand_count_for_a_tiny_shape():
     # s=2, d=4, h=8, 1 layer, 2 labels: per layer 4*2*16 + 2*4*4 + 2*2*4*8 = 128 + 32 + 128 = 288
     # head 16 + 8 = 24; FLOPs = 2 * (288 + 24) = 624
-    assert distilbert_flops_per_sample(2, n_layers=1, dim=4, hidden_dim=8, num_labels=2) == 624
+    shape = shape_of(dict(model_type="distilbert", n_layers=1, dim=4, hidden_dim=8, n_heads=2))
+    assert forward_flops_per_sample(2, shape, num_labels=2) == 624

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from mpibench.config import Config, MeasureConfig
-from mpibench.flops import distilbert_flops_per_sample
+from mpibench.architecture import forward_flops_per_sample
 from mpibench.inference.frame import TaskExecutor, one_line
 from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name, resolve_device)
@@ -105,7 +105,7 @@ class Executor(TaskExecutor):
                  how: dict) -> dict:
         """Statistics, FLOP/s against the device's peak, and the energy this rank may call its own."""
         stats = {**summarize(m.raw_ns, task.batch_size, m.measure_s), **extra}  # a scenario's own figures win
-        flops = distilbert_flops_per_sample(task.seq_len, **built.arch)
+        flops = forward_flops_per_sample(task.seq_len, built.shape, self.cfg.model.num_labels)
         achieved = flops * stats["forward_throughput_sps"] / 1e12  # a server's: of the batches it ran
         name = device_name(built.device)
         peak, peak_source = peak_tflops(name, task.precision, cpu_cores=threads)
@@ -114,7 +114,8 @@ class Executor(TaskExecutor):
                                   cpu_exclusive=p.cpu_exclusive, gpu_exclusive=p.gpu_exclusive)
         return {
             **stats,
-            "threads": threads, "weights": built.weights, "device_name": name,
+            "threads": threads, "weights": built.weights, "architecture": built.architecture,
+            "n_params": built.n_params, "tokenizer": built.tokenizer.kind, "device_name": name,
             "bound_device": str(built.device), "cores": p.cores, "precision_mode": "cast", **how,
             "converged": m.converged, "cold_ms": m.cold_ns / 1e6, "warmup_iters": m.warmup_iters,
             "measure_s": m.measure_s, "flops_per_sample": flops,

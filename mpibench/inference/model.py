@@ -1,9 +1,12 @@
 """Model, tokenizer and the four-phase inference workload, built without any network access.
 
-The default is the distilbert-base-uncased architecture: real weights when a local directory or the
-local Hugging Face cache has them, otherwise built from its config with seeded random weights (the
-same FLOPs and speed), recorded as `weights = random-init`. The tokenizer is a real WordPiece
-tokenizer over the BERT uncased vocabulary shipped with mpibench.
+Any transformers architecture: a built-in name (mpibench.architecture.BUILT_IN) or a local directory's
+config.json, built as the family its `model_type` names (never as another) with its sequence-classification
+head: real weights when the directory or the local Hugging Face cache has them, otherwise seeded random
+weights (the same FLOPs and speed), recorded as `weights = random-init`. The tokenizer is the model's own
+where its files are local; else the WordPiece tokenizer over the BERT uncased vocabulary shipped with
+mpibench, which is the real one for the BERT-uncased family and a stand-in elsewhere (its ids mapped into
+the model's vocabulary), recorded as `tokenizer = stand-in`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ import functools
 import os
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertTokenizer,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
+    PretrainedConfig,
 )
 
-from mpibench.config import ARCHITECTURES  # noqa: E402
+from mpibench.architecture import BUILT_IN, Shape, shape_of  # noqa: E402
 from mpibench.hostinfo import cpu_model  # noqa: E402
 from mpibench.inference.text import generate_texts  # noqa: E402
 
@@ -35,7 +41,7 @@ class Unavailable(Exception):
 
 
 @functools.lru_cache(maxsize=1)
-def tokenizer() -> BertTokenizer:
+def wordpiece() -> BertTokenizer:
     vocab = resources.files("mpibench.data").joinpath("bert-base-uncased-vocab.txt")
     with resources.as_file(vocab) as path:
         return BertTokenizer(vocab=str(path), do_lower_case=True)
@@ -65,20 +71,35 @@ def device_name(dev: torch.device) -> str:
     return cpu_model()
 
 
-def _load(name: str, num_labels: int, seed: int) -> tuple[torch.nn.Module, str]:
+#: Files of a tokenizer of its own in a model directory (without one, transformers may build an empty one).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+#: The WordPiece vocabulary shipped with mpibench is the real one of these families at this size.
+WORDPIECE_FAMILIES = ("bert", "distilbert")
+WORDPIECE_VOCAB = 30522
+
+
+def model_config(name: str, num_labels: int) -> PretrainedConfig:
+    """The config of a built-in name or a local directory, of the family its model_type names."""
+    if name in BUILT_IN:
+        fields = dict(BUILT_IN[name])
+        cfg = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    else:
+        cfg = AutoConfig.from_pretrained(name, local_files_only=True)
+    cfg.num_labels = num_labels
+    if cfg.pad_token_id is None:  # a decoder's classifier finds each sequence's last token by the pad id
+        cfg.pad_token_id = 0
+    return cfg
+
+
+def _load(name: str, cfg: PretrainedConfig, seed: int) -> tuple[torch.nn.Module, str]:
     """Pretrained weights when they are on this machine, else the architecture with random weights."""
     try:
-        model = DistilBertForSequenceClassification.from_pretrained(
-            name, num_labels=num_labels, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(name, config=cfg, local_files_only=True)
         return model, "pretrained"
     except (OSError, ValueError):
         pass
-    if name in ARCHITECTURES:
-        cfg = DistilBertConfig(**ARCHITECTURES[name], num_labels=num_labels)
-    else:
-        cfg = DistilBertConfig.from_pretrained(name, num_labels=num_labels)
     torch.manual_seed(seed)
-    return DistilBertForSequenceClassification(cfg), "random-init"
+    return AutoModelForSequenceClassification.from_config(cfg), "random-init"
 
 
 @dataclass
@@ -87,7 +108,48 @@ class BuiltModel:
     device: torch.device
     precision: str
     weights: str
-    arch: dict
+    shape: Shape
+    tokenizer: "Tokenizer"
+
+    @property
+    def architecture(self) -> str:
+        """The transformers class actually built (BertForSequenceClassification, ...)."""
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper
+        return type(model).__name__
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+class Tokenizer:
+    """Text -> (input_ids, attention_mask) of exactly seq_len tokens in the model's vocabulary.
+
+    `kind`: the model's own tokenizer class where its files are local, `wordpiece` where the bundled
+    BERT-uncased WordPiece is the family's own, else `stand-in` (WordPiece ids taken modulo the vocabulary:
+    the model sees valid ids and does the same work, but the text means nothing to it).
+    """
+
+    def __init__(self, name: str, cfg: PretrainedConfig):
+        self.own = None
+        if name not in BUILT_IN and any((Path(name) / f).is_file() for f in TOKENIZER_FILES):
+            try:
+                self.own = AutoTokenizer.from_pretrained(name, local_files_only=True)
+            except (OSError, ValueError, TypeError, KeyError):
+                self.own = None
+        if self.own is not None and len(self.own) < 2:  # built from nothing (transformers 5 can): no vocabulary
+            self.own = None
+        if self.own is not None and self.own.pad_token is None:
+            self.own.pad_token = self.own.eos_token or self.own.unk_token
+        real = cfg.model_type in WORDPIECE_FAMILIES and cfg.vocab_size == WORDPIECE_VOCAB
+        self.kind = type(self.own).__name__ if self.own is not None else "wordpiece" if real else "stand-in"
+        self.vocab = int(cfg.vocab_size)
+
+    def __call__(self, texts: list[str], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.own or wordpiece()
+        enc = tok(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
+        ids = enc["input_ids"] if self.kind != "stand-in" else enc["input_ids"] % self.vocab
+        return ids, enc["attention_mask"]
 
 
 def build_model(name: str, num_labels: int, device: str, precision: str, seed: int,
@@ -100,11 +162,10 @@ def build_model(name: str, num_labels: int, device: str, precision: str, seed: i
     dtype = DTYPES[precision]
     if dev.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise Unavailable(f"bf16 is not supported on {torch.cuda.get_device_name(dev)}")
-    model, weights = _load(name, num_labels, seed)
+    cfg = model_config(name, num_labels)
+    model, weights = _load(name, cfg, seed)
     model.set_attn_implementation(attention)
     model = model.to(device=dev, dtype=dtype).eval()
-    c = model.config
-    arch = dict(n_layers=c.n_layers, dim=c.dim, hidden_dim=c.hidden_dim, n_heads=c.n_heads)
     try:  # a precision the device cannot compute in fails here, not mid-measurement
         with torch.inference_mode():
             model(input_ids=torch.ones(1, 4, dtype=torch.long, device=dev))
@@ -112,7 +173,7 @@ def build_model(name: str, num_labels: int, device: str, precision: str, seed: i
         raise Unavailable(f"{precision} inference is not supported on {dev}: {err}") from err
     if backend == "compile":
         model = torch.compile(model)
-    return BuiltModel(model, dev, precision, weights, arch)
+    return BuiltModel(model, dev, precision, weights, shape_of(cfg.to_dict()), Tokenizer(name, cfg))
 
 
 class InferenceWorkload:
@@ -122,7 +183,6 @@ class InferenceWorkload:
                  n_batches: int = 8, ahead: bool = False):
         self.built = built
         self.batch_size, self.seq_len = batch_size, seq_len
-        self.tok = tokenizer()
         texts = generate_texts(batch_size * n_batches, seq_len, seed)
         self.batches = [texts[k * batch_size:(k + 1) * batch_size] for k in range(n_batches)]
         self.pin = built.device.type == "cuda"
@@ -135,9 +195,7 @@ class InferenceWorkload:
         self.k = k
 
     def tokenise(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tok(texts, padding="max_length", truncation=True, max_length=self.seq_len,
-                       return_tensors="pt")
-        x = (enc["input_ids"], enc["attention_mask"])
+        x = self.built.tokenizer(texts, self.seq_len)
         return tuple(t.pin_memory() for t in x) if self.pin else x
 
     def preprocess(self, i: int):

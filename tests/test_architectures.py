@@ -1,0 +1,75 @@
+"""Any transformers architecture: built as the family its config names, with its own FLOPs, parameters and
+tokenizer (or an honest stand-in)."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from mpibench.architecture import BUILT_IN, config_dict, forward_flops_per_sample, shape_of
+from mpibench.store import read_tasks
+
+#: Tiny random configs of three families, as a local directory's config.json would hold them.
+CONFIGS = {
+    "bert": dict(model_type="bert", num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                 num_attention_heads=2, max_position_embeddings=64),
+    "gpt2": dict(model_type="gpt2", n_layer=2, n_embd=64, n_head=2, n_positions=64, vocab_size=1000),
+    "llama": dict(model_type="llama", num_hidden_layers=2, hidden_size=64, intermediate_size=172,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=1000, max_position_embeddings=64),
+}
+CLASSES = {"bert": "BertForSequenceClassification", "gpt2": "GPT2ForSequenceClassification",
+           "llama": "LlamaForSequenceClassification"}
+
+
+def test_every_built_in_name_is_a_config_of_its_family():
+    transformers = pytest.importorskip("transformers")
+    from mpibench.inference.model import model_config
+
+    for name, fields in BUILT_IN.items():
+        cfg = model_config(name, 2)
+        assert cfg.model_type == fields["model_type"] and isinstance(cfg, transformers.PretrainedConfig)
+        shape = shape_of(cfg.to_dict())
+        assert shape == shape_of(config_dict(name)), name  # the same shape with or without torch
+    llama = shape_of(config_dict("llama-1b"))
+    assert (llama.layers, llama.hidden, llama.kv_heads, llama.gated, llama.decoder) == (16, 2048, 8, True, True)
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_a_local_config_is_measured_as_its_own_family(tmp_path, family):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = tmp_path / family
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(CONFIGS[family]))
+    if family == "bert":  # its own tokenizer files beside the config: used, and named
+        from mpibench.inference.model import wordpiece
+        wordpiece().save_pretrained(model)
+    out = tmp_path / "run.h5"
+    proc = run_cli(["--model", model, "--batch-sizes", "2", "--seq-lens", "16", "--precisions", "fp32",
+                    "--warmup-s", "0", "--min-time", "0.1", "--max-time", "0.5", "--output", out])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    assert t["status"].tolist() == ["ok"], t["message"]
+    assert t["architecture"][0] == CLASSES[family]  # a BERT config is never measured as a DistilBERT
+    cfg = transformers.AutoConfig.for_model(**{k: v for k, v in CONFIGS[family].items()}, num_labels=2,
+                                            pad_token_id=0)
+    expected = sum(p.numel() for p in transformers.AutoModelForSequenceClassification.from_config(cfg).parameters())
+    assert int(t["n_params"][0]) == expected
+    assert t["flops_per_sample"][0] == forward_flops_per_sample(16, shape_of(CONFIGS[family]), 2)
+    assert t["tokenizer"][0] == ("BertTokenizer" if family == "bert" else "stand-in")
+    assert t["weights"][0] == "random-init"
+    del torch
+
+
+def test_the_tokenizers_ids_fit_the_model():
+    pytest.importorskip("torch")
+    from mpibench.inference.model import Tokenizer, model_config
+
+    small = Tokenizer("llama-tiny", model_config("llama-tiny", 2))
+    assert small.kind == "stand-in"
+    cfg = model_config("gpt2", 2)
+    cfg.vocab_size = 100
+    ids, mask = Tokenizer("gpt2", cfg)(["the quick brown fox jumps over the lazy dog " * 3], 12)
+    assert ids.shape == (1, 12) and int(ids.max()) < 100 and int(mask.sum()) == 12
+    bert = Tokenizer("bert-base-uncased", model_config("bert-base-uncased", 2))
+    assert bert.kind == "wordpiece"  # the bundled vocabulary is BERT-uncased's own
