@@ -33,6 +33,9 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("device_name", "str", "the device as the rank saw it (CPU model or GPU name)", 128),
     Column("bound_device", "str", "the torch device the task ran on (cuda resolved to the rank's own GPU)"),
     Column("cores", "str", "CPU cores the rank was pinned to, e.g. 0-3", 256),
+    Column("peak_memory_mib", "f8", "peak memory of the task, MiB: on CUDA max_memory_allocated (weights and "
+                                    "activations); on CPU the process's peak resident set during the task less "
+                                    "its resident set before any model (NaN: not measurable)"),
     Column("n_iters", "i8", "measured iterations (raw samples per phase)"),
     Column("converged", "?", "the stopping rule was met before max_time"),
     Column("cold_ms", "f8", "end-to-end time of the very first call"),

@@ -58,6 +58,7 @@ def test_a_local_config_is_measured_as_its_own_family(tmp_path, family):
     assert t["flops_per_sample"][0] == forward_flops_per_sample(16, shape_of(CONFIGS[family]), 2)
     assert t["tokenizer"][0] == ("BertTokenizer" if family == "bert" else "stand-in")
     assert t["weights"][0] == "random-init"
+    assert 0 < t["peak_memory_mib"][0] < 4096  # the tiny model, its inputs and buffers
     del torch
 
 
@@ -73,3 +74,47 @@ def test_the_tokenizers_ids_fit_the_model():
     assert ids.shape == (1, 12) and int(ids.max()) < 100 and int(mask.sum()) == 12
     bert = Tokenizer("bert-base-uncased", model_config("bert-base-uncased", 2))
     assert bert.kind == "wordpiece"  # the bundled vocabulary is BERT-uncased's own
+
+
+def test_peak_memory_on_cpu_is_the_growth_over_the_process_before_any_model():
+    torch = pytest.importorskip("torch")
+    from mpibench.inference.memory import PeakMemory
+
+    memory = PeakMemory()
+    memory.start(torch.device("cpu"))
+    block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+    del block
+    grown = memory.stop()
+    assert grown >= 60  # a 64 MiB block: freed by now, but the peak held it (less what the process gave back)
+    memory.start(torch.device("cpu"))  # reset: the next task does not inherit the peak
+    assert memory.stop() < grown
+
+
+def test_peak_memory_on_cuda_is_the_allocators_peak(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from mpibench.inference import memory as M
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda dev: calls.append(("reset", dev)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda dev: 3 * M.MIB)  # fabricated: no GPU here
+    memory = M.PeakMemory()
+    gpu = torch.device("cuda", 1)
+    memory.start(gpu)
+    assert memory.stop() == 3.0 and calls == [("reset", gpu)]
+
+
+def test_running_out_of_memory_is_an_oom_row():
+    pytest.importorskip("torch")
+    from mpibench.config import build
+    from mpibench.inference.execute import Executor
+    from mpibench.placement import Placement
+    from mpibench.plan import expand
+
+    cfg = build({"model": {"name": "distilbert-tiny"}, "sweep": {"batch_sizes": [1]}})
+    executor = Executor(cfg, Placement(rank=1, host="node1"))
+
+    def no_memory(task, measure, before):
+        raise MemoryError()
+    executor.measure_task = no_memory
+    row = executor.run(expand(cfg)[0])
+    assert row.status == "oom" and "MemoryError" in row.message

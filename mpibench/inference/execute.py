@@ -12,6 +12,7 @@ from mpibench.architecture import forward_flops_per_sample
 from mpibench.inference.frame import TaskExecutor, one_line
 from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name, resolve_device)
+from mpibench.inference.memory import PeakMemory
 from mpibench.inference.runner import Measurement, Runner
 from mpibench.inference.scenarios import run_scenario
 from mpibench.inference.timers import CudaTimer
@@ -68,6 +69,7 @@ class Executor(TaskExecutor):
         super().__init__(cfg, placement, should_stop)
         self.meters = Meters(cfg.energy.backend)
         self._cache: dict[tuple, BuiltModel] = {}
+        self.memory = PeakMemory()  # its baseline: this process before any model
 
     def _model(self, task: Task) -> BuiltModel:
         key = (task.model, task.device, task.precision, task.backend, task.attention)
@@ -83,13 +85,14 @@ class Executor(TaskExecutor):
     def classify(self, err: Exception) -> tuple[str, str]:
         if isinstance(err, Unavailable):
             return "unavailable", str(err)
-        if isinstance(err, torch.cuda.OutOfMemoryError):
-            return "oom", one_line(err)
+        if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
+            return "oom", one_line(err) or type(err).__name__
         return super().classify(err)
 
     def measure_task(self, task: Task, measure: MeasureConfig, before_measure) -> Result:
         threads = task.threads or self.placement.threads
         torch.set_num_threads(threads)
+        self.memory.start(resolve_device(task.device, self.placement.gpu_index))
         built = self._model(task)
         seed = self.cfg.seed + task.task_id
         workload = InferenceWorkload(built, task.batch_size, task.seq_len, seed, ahead=measure.preprocess == "ahead")
@@ -98,7 +101,8 @@ class Executor(TaskExecutor):
         runner = Runner(measure, timer=timer, meter=self.meters.get(built.device), should_stop=self.should_stop)
         m, extra = run_scenario(task, workload, runner, self.cfg.server, seed, before_measure)
         metrics = self._metrics(task, built, m, threads, extra,
-                                {"preprocess_mode": measure.preprocess, "compile_s": compile_s})
+                                {"preprocess_mode": measure.preprocess, "compile_s": compile_s,
+                                 "peak_memory_mib": self.memory.stop()})
         return self.ok(task, metrics, raw_ns=m.raw_ns, energy_trace=self.meters.new_trace(built.device))
 
     def _metrics(self, task: Task, built: BuiltModel, m: Measurement, threads: int, extra: dict,
