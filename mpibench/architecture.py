@@ -91,3 +91,38 @@ def forward_flops_per_sample(seq_len: int, shape: Shape, num_labels: int = 2) ->
     per_layer = 2 * s * d * d + 2 * s * d * d_kv + 2 * s * s * d + (3 if shape.gated else 2) * s * d * h
     head = s * d * num_labels if shape.decoder else d * d + d * num_labels
     return 2.0 * (shape.layers * per_layer + head)
+
+
+def _layer_flops(tokens: int, context: int, shape: Shape) -> int:
+    """Multiply-adds of one layer for `tokens` new tokens attending over `context` positions."""
+    d, h = shape.hidden, shape.intermediate
+    d_kv = d * shape.kv_heads // max(1, shape.heads)
+    return (2 * tokens * d * d + 2 * tokens * d * d_kv + 2 * tokens * context * d
+            + (3 if shape.gated else 2) * tokens * d * h)
+
+
+def generate_flops_per_sample(seq_len: int, new_tokens: int, shape: Shape) -> float:
+    """Multiply-adds x 2 of generating `new_tokens` tokens after a prompt of `seq_len` (greedy, KV cache).
+
+    Prefill: every layer over the prompt (attention s x s), the LM head (d x vocab) on its last token
+    only, which gives the first token. Each further token: every layer for one token attending over the
+    s + t positions cached so far, and the LM head. Grouped KV heads and gated MLPs as in
+    forward_flops_per_sample.
+    """
+    head = shape.hidden * shape.vocab
+    prefill = shape.layers * _layer_flops(seq_len, seq_len, shape) + head
+    decode = sum(shape.layers * _layer_flops(1, seq_len + t, shape) + head for t in range(1, new_tokens))
+    return 2.0 * (prefill + decode)
+
+
+def decode_bytes_per_token(seq_len: int, new_tokens: int, shape: Shape, bytes_per_value: int) -> float:
+    """Memory read per generated token (after the first), averaged over the decode steps: every weight
+    once (the layers' matrices and the LM head), and the KV cache of the positions so far."""
+    d, h = shape.hidden, shape.intermediate
+    d_kv = d * shape.kv_heads // max(1, shape.heads)
+    weights = shape.layers * (2 * d * d + 2 * d * d_kv + (3 if shape.gated else 2) * d * h) + d * shape.vocab
+    steps = range(1, new_tokens)
+    if not steps:
+        return float("nan")
+    kv = sum(shape.layers * 2 * (seq_len + t) * d_kv for t in steps) / len(steps)
+    return float((weights + kv) * bytes_per_value)

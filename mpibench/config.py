@@ -86,6 +86,13 @@ class SweepConfig(_Section):
         False, description="also sweep each device's best half precision (bf16 on CPU and "
         "on CUDA GPUs that support it, else fp16)",
     )
+    workloads: list[Literal["classify", "generate"]] = Field(
+        ["classify"], min_length=1, description="classify: one label per sequence (an encoder's task); generate: a "
+        "prompt of seq_len tokens, then max_new_tokens tokens, greedy with the KV cache (decoders only)",
+        json_schema_extra={"aliases": ["--workload"]},
+    )
+    max_new_tokens: int = Field(32, ge=1, le=MAX_SEQ_LEN, description="generate: tokens produced per sequence "
+                                "(end-of-sequence ignored, so every sample does the same work)")
     threads: list[Threads] = Field(
         [0], min_length=1, description="intra-op threads per rank; 0 = the rank's share of its node's cores",
     )

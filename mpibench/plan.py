@@ -7,7 +7,7 @@ import itertools
 import math
 import random
 
-from mpibench.architecture import config_dict, forward_flops_per_sample, shape_of
+from mpibench.architecture import config_dict, forward_flops_per_sample, generate_flops_per_sample, shape_of
 from mpibench.config import LOAD_ALLOWANCE_S, Config, best_half_precision
 from mpibench.task import Task
 
@@ -16,6 +16,8 @@ _ASSUMED_FLOPS = {"cpu": 50e9, "cuda": 20e12}
 _MODEL_BUILD_S = 2.0
 #: The least a measured iteration takes (the harness's own cost): it bounds the samples a task records.
 _MIN_ITER_S = 50e-6
+#: What a decode step costs beyond its FLOPs (a forward call's own overhead), for estimates only.
+_DECODE_STEP_S = 1e-3
 
 
 def precisions_for(cfg: Config, device: str, bf16_supported: bool | None = None) -> list[str]:
@@ -31,26 +33,32 @@ def expand(cfg: Config, bf16_supported: bool | None = None) -> list[Task]:
     """The sweep in a stable order (task ids are positions in it)."""
     s = cfg.sweep
     combos = []
-    for device, scenario, backend, attn in itertools.product(s.devices, s.scenarios, s.backends, s.attention):
+    for device, scenario, backend, attn, work in itertools.product(s.devices, s.scenarios, s.backends, s.attention,
+                                                                   s.workloads):
         batch_sizes = [1] if scenario == "single-stream" else s.batch_sizes  # one sample at a time
         rates = (cfg.server.rates_sps or [0.0]) if scenario == "server" else [0.0]
         for prec, bs, seq, thr, rate in itertools.product(
             precisions_for(cfg, device, bf16_supported), batch_sizes, s.seq_lens, s.threads, rates
         ):
             combos.append(dict(device=device, precision=prec, batch_size=bs, seq_len=seq, threads=thr,
-                               scenario=scenario, backend=backend, attention=attn, rate_sps=rate))
-    costs = [estimate_cost(cfg, c["device"], c["batch_size"], c["seq_len"], c["scenario"]) for c in combos]
+                               scenario=scenario, backend=backend, attention=attn, rate_sps=rate, workload=work))
+    costs = [estimate_cost(cfg, c["device"], c["batch_size"], c["seq_len"], c["scenario"], c["workload"])
+             for c in combos]
     return [  # with --repeats, window r of every configuration after window r - 1 of all of them
         Task(r * len(combos) + i, cfg.model.name, est_cost_s=cost, repeat=r, **c)
         for r in range(cfg.measure.repeats) for i, (c, cost) in enumerate(zip(combos, costs))
     ]
 
 
-def iteration_s(cfg: Config, device: str, batch_size: int, seq_len: int) -> float:
+def iteration_s(cfg: Config, device: str, batch_size: int, seq_len: int, workload: str = "classify") -> float:
     """Expected seconds of one iteration (a rough rate: for ordering and estimates only)."""
     if cfg.model.name == "synthetic":  # sleeps batch_size x seq_len us (+5 % "tokenising")
         return batch_size * seq_len * 1.05e-6
-    flops = forward_flops_per_sample(seq_len, _shape(cfg.model.name)) * batch_size
+    shape = _shape(cfg.model.name)
+    if workload == "generate":
+        return generate_flops_per_sample(seq_len, cfg.sweep.max_new_tokens, shape) * batch_size / _ASSUMED_FLOPS[
+            device.split(":")[0]] + cfg.sweep.max_new_tokens * _DECODE_STEP_S
+    flops = forward_flops_per_sample(seq_len, shape) * batch_size
     return flops / _ASSUMED_FLOPS[device.split(":")[0]]
 
 
@@ -72,16 +80,16 @@ def _measure_s(cfg: Config, iter_s: float, batch_size: int, scenario: str) -> fl
 
 
 def estimate_cost(cfg: Config, device: str, batch_size: int, seq_len: int,
-                  scenario: str = "offline") -> float:
+                  scenario: str = "offline", workload: str = "classify") -> float:
     """Expected seconds for one task: warm-up, then the longer of min_time and min_iters iterations."""
-    iter_s = iteration_s(cfg, device, batch_size, seq_len)
+    iter_s = iteration_s(cfg, device, batch_size, seq_len, workload)
     warm = max(cfg.measure.warmup_s, (cfg.measure.warmup_iters + 1) * iter_s)
     return warm + _measure_s(cfg, iter_s, batch_size, scenario)
 
 
 def estimate_samples(cfg: Config, task: Task) -> int:
     """Raw samples (iterations) a task is expected to record: for the disk space a run needs."""
-    iter_s = max(_MIN_ITER_S, iteration_s(cfg, task.device, task.batch_size, task.seq_len))
+    iter_s = max(_MIN_ITER_S, iteration_s(cfg, task.device, task.batch_size, task.seq_len, task.workload))
     return math.ceil(_measure_s(cfg, iter_s, task.batch_size, task.scenario) / iter_s)
 
 

@@ -74,6 +74,16 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("server_capacity_sps", "f8", "server: the offline capacity measured at warm-up (batch_size / median "
                                         "batch time); the search never offers more"),
     Column("server_steady_s", "f8", "server search: seconds of the steady run that confirmed the rate (NaN: none)"),
+    Column("new_tokens", "i8", "generate: tokens produced per sequence (--max-new-tokens)"),
+    Column("ttft_p50_ms", "f8", "generate: time to first token, median: preprocess + h2d + prefill"),
+    Column("ttft_p99_ms", "f8", "generate: time to first token, p99 (NaN under 662 iterations)"),
+    Column("tpot_mean_ms", "f8", "generate: time per output token after the first: the mean decode step"),
+    Column("itl_p50_ms", "f8", "generate: inter-token latency (one decode step), median"),
+    Column("itl_p99_ms", "f8", "generate: inter-token latency, p99 (NaN under 662 decode steps)"),
+    Column("output_tokens_per_s", "f8", "generate: batch_size x new_tokens / e2e_p50"),
+    Column("prefill_tokens_per_s", "f8", "generate: batch_size x seq_len / the median prefill"),
+    Column("decode_bytes_per_token", "f8", "generate: memory read per decode step: every weight once and the KV "
+                                           "cache so far (mean over the steps), bytes"),
     Column("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
     Column("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
     Column("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate "
@@ -89,6 +99,7 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("energy_gpu_j", "f8", "GPU energy, J"),
     Column("j_per_sample", "f8", "energy_j / samples served in measure_s (the window's own rate, not "
                                  "throughput_sps: their product is energy_j / measure_s only at full coverage)"),
+    Column("j_per_token", "f8", "generate: j_per_sample / new_tokens"),
     Column("energy_status", "str", "ok, shared, or why energy is NaN (unavailable, absent, permission, stuck, "
                                   "...)"),
     Column("energy_reason", "str", "the sentence behind an energy_status other than ok (empty when ok)", 512),

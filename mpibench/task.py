@@ -92,6 +92,8 @@ class Task:
     attention: str = dimension("attention implementation: sdpa or eager", "variant", "attn={}", default="sdpa")
     rate_sps: float = dimension("server scenario: the planned arrival rate, samples/s (0: searched)", "workload",
                                 "rate={:g}/s", default=0.0)
+    workload: str = dimension("classify (a label per sequence) or generate (--max-new-tokens tokens per sequence: "
+                              "greedy, KV cache)", "workload", default="classify")
     stage: str = stored("--optimal: search-N (short measurements of the grid) or final; empty in a sweep",
                         default="")
     repeat: int = stored("--repeats: which of the configuration's measurement windows this row is (0, 1, ...)",

@@ -3,6 +3,7 @@ tokenizer (or an honest stand-in)."""
 
 import json
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -34,32 +35,46 @@ def test_every_built_in_name_is_a_config_of_its_family():
     assert (llama.layers, llama.hidden, llama.kv_heads, llama.gated, llama.decoder) == (16, 2048, 8, True, True)
 
 
+def _measure(tmp_path, family: str, workload: str = "classify", scenario: str = "offline") -> dict:
+    """One task of a tiny local config of `family`, measured in this process as a rank measures it."""
+    from mpibench.config import build
+    from mpibench.inference.execute import Executor
+    from mpibench.placement import Placement
+    from mpibench.plan import expand
+
+    model = tmp_path / family
+    if not model.is_dir():
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps(CONFIGS[family]))
+        if family == "bert":  # its own tokenizer files beside the config: used, and named
+            from mpibench.inference.model import wordpiece
+            wordpiece().save_pretrained(model)
+    cfg = build({"model": {"name": str(model)},
+                 "sweep": {"batch_sizes": [2], "seq_lens": [16], "workloads": [workload], "scenarios": [scenario],
+                           "max_new_tokens": 4, "threads": [1]},
+                 "server": {"rates_sps": [200]},
+                 "measure": {"warmup_s": 0, "min_time_s": 0.1, "max_time_s": 0.5}})
+    executor = Executor(cfg, Placement(rank=1, host="node1"))
+    try:
+        result = executor.run(expand(cfg)[0])
+    finally:
+        executor.close()
+    return {**result.row(), "message": result.message}
+
+
 @pytest.mark.parametrize("family", sorted(CONFIGS))
 def test_a_local_config_is_measured_as_its_own_family(tmp_path, family):
-    torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    model = tmp_path / family
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps(CONFIGS[family]))
-    if family == "bert":  # its own tokenizer files beside the config: used, and named
-        from mpibench.inference.model import wordpiece
-        wordpiece().save_pretrained(model)
-    out = tmp_path / "run.h5"
-    proc = run_cli(["--model", model, "--batch-sizes", "2", "--seq-lens", "16", "--precisions", "fp32",
-                    "--warmup-s", "0", "--min-time", "0.1", "--max-time", "0.5", "--output", out])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    t = read_tasks(out)
-    assert t["status"].tolist() == ["ok"], t["message"]
-    assert t["architecture"][0] == CLASSES[family]  # a BERT config is never measured as a DistilBERT
-    cfg = transformers.AutoConfig.for_model(**{k: v for k, v in CONFIGS[family].items()}, num_labels=2,
-                                            pad_token_id=0)
+    row = _measure(tmp_path, family)
+    assert row["status"] == "ok", row["message"]
+    assert row["architecture"] == CLASSES[family]  # a BERT config is never measured as a DistilBERT
+    cfg = transformers.AutoConfig.for_model(**CONFIGS[family], num_labels=2, pad_token_id=0)
     expected = sum(p.numel() for p in transformers.AutoModelForSequenceClassification.from_config(cfg).parameters())
-    assert int(t["n_params"][0]) == expected
-    assert t["flops_per_sample"][0] == forward_flops_per_sample(16, shape_of(CONFIGS[family]), 2)
-    assert t["tokenizer"][0] == ("BertTokenizer" if family == "bert" else "stand-in")
-    assert t["weights"][0] == "random-init"
-    assert 0 < t["peak_memory_mib"][0] < 4096  # the tiny model, its inputs and buffers
-    del torch
+    assert row["n_params"] == expected
+    assert row["flops_per_sample"] == forward_flops_per_sample(16, shape_of(CONFIGS[family]), 2)
+    assert row["tokenizer"] == ("BertTokenizer" if family == "bert" else "stand-in")
+    assert row["weights"] == "random-init"
+    assert 0 < row["peak_memory_mib"] < 4096  # the tiny model, its inputs and buffers
 
 
 def test_the_tokenizers_ids_fit_the_model():
@@ -118,3 +133,61 @@ def test_running_out_of_memory_is_an_oom_row():
     executor.measure_task = no_memory
     row = executor.run(expand(cfg)[0])
     assert row.status == "oom" and "MemoryError" in row.message
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generate_flops_match_the_matmuls_torch_runs(family):
+    """Prefill over the prompt, the LM head on its last token, then each decode step over the cache."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mpibench.architecture import generate_flops_per_sample
+    from mpibench.inference.generate import GenerateWorkload
+    from mpibench.inference.model import BuiltModel, Tokenizer
+
+    fields = {k: v for k, v in CONFIGS[family].items() if k != "model_type"}
+    cfg = transformers.AutoConfig.for_model(family, **fields, pad_token_id=0)
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    built = BuiltModel(model, torch.device("cpu"), "fp32", "random-init", shape_of(CONFIGS[family]),
+                       Tokenizer(family, cfg))
+    batch, seq, new = 2, 16, 5
+    w = GenerateWorkload(built, batch, seq, seed=0, new_tokens=new)
+    x = w.preprocess(0)
+    with FlopCounterMode(display=False) as counter:
+        tokens = w.forward(x)
+    assert tokens.shape == (batch, new) and len(w.steps[-1]) == new
+    assert counter.get_total_flops() == batch * generate_flops_per_sample(seq, new, shape_of(CONFIGS[family]))
+
+
+def test_generate_measures_tokens_and_refuses_what_it_cannot_do(tmp_path):
+    row = _measure(tmp_path, "llama", "generate")
+    assert row["status"] == "ok", row["message"]
+    assert row["workload"] == "generate" and row["architecture"] == "LlamaForCausalLM"
+    assert row["new_tokens"] == 4 and 0 < row["ttft_p50_ms"] < row["e2e_p50_ms"]
+    assert row["tpot_mean_ms"] > 0 and row["itl_p50_ms"] > 0
+    assert row["output_tokens_per_s"] == pytest.approx(2 * 4 / (row["e2e_p50_ms"] / 1e3))
+    assert row["decode_bytes_per_token"] > 0
+    server = _measure(tmp_path, "llama", "generate", "server")
+    assert server["status"] == "unavailable" and "server" in server["message"]
+    bert = _measure(tmp_path, "bert", "generate")
+    assert bert["status"] == "unavailable" and "encoder" in bert["message"]
+
+
+@pytest.mark.mpi
+def test_a_real_run_generates_on_every_rank(tmp_path):
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps(CONFIGS["llama"]))
+    out = tmp_path / "gen.h5"
+    proc = run_cli(["--model", llama, "--workload", "classify,generate", "--max-new-tokens", "4", "--batch-sizes",
+                    "1,2", "--seq-lens", "16", "--precisions", "fp32", "--warmup-s", "0", "--min-time", "0.2",
+                    "--max-time", "1", "--output", out], n=3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    t = read_tasks(out)
+    assert sorted(zip(t["workload"].tolist(), t["batch_size"].tolist())) == [
+        ("classify", 1), ("classify", 2), ("generate", 1), ("generate", 2)]
+    assert set(t["status"]) == {"ok"} and set(t["rank"]) <= {1, 2}
+    generated = t["workload"] == "generate"
+    assert (t["ttft_p50_ms"][generated] > 0).all() and np.isnan(t["ttft_p50_ms"][~generated]).all()

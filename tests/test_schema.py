@@ -27,7 +27,7 @@ def test_every_table_declares_each_column_once_with_a_meaning(name, columns):
 def test_dimensions_are_the_task_fields_that_identify_a_configuration():
     fields = {f.name: f for f in dataclasses.fields(Task)}
     assert DIMENSIONS == ("model", "device", "precision", "batch_size", "seq_len", "threads", "scenario",
-                          "backend", "attention", "rate_sps")
+                          "backend", "attention", "rate_sps", "workload")
     assert set(CORE) | set(DEFAULTS) == set(DIMENSIONS)
     assert all(DEFAULTS[d] == fields[d].default for d in DEFAULTS)
     task = Task(3, "m", "cpu", "bf16", 4, 64, 2, scenario="server", rate_sps=5.0)

@@ -8,9 +8,10 @@ from typing import Callable
 import torch
 
 from mpibench.config import Config, MeasureConfig
-from mpibench.architecture import forward_flops_per_sample
+from mpibench.architecture import decode_bytes_per_token, forward_flops_per_sample, generate_flops_per_sample
 from mpibench.inference.frame import TaskExecutor, one_line
-from mpibench.inference.model import (BuiltModel, InferenceWorkload, Unavailable, build_model,
+from mpibench.inference.generate import GenerateWorkload, generation_metrics
+from mpibench.inference.model import (DTYPES, BuiltModel, InferenceWorkload, Unavailable, build_model,
                                       device_name, resolve_device)
 from mpibench.inference.memory import PeakMemory
 from mpibench.inference.runner import Measurement, Runner
@@ -72,14 +73,15 @@ class Executor(TaskExecutor):
         self.memory = PeakMemory()  # its baseline: this process before any model
 
     def _model(self, task: Task) -> BuiltModel:
-        key = (task.model, task.device, task.precision, task.backend, task.attention)
+        key = (task.model, task.device, task.precision, task.backend, task.attention, task.workload)
         if key not in self._cache:
             while len(self._cache) >= self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             self._cache[key] = build_model(task.model, self.cfg.model.num_labels, task.device, task.precision,
-                                           self.cfg.seed, self.placement.gpu_index, task.backend, task.attention)
+                                           self.cfg.seed, self.placement.gpu_index, task.backend, task.attention,
+                                           task.workload)
         return self._cache[key]
 
     def classify(self, err: Exception) -> tuple[str, str]:
@@ -93,13 +95,24 @@ class Executor(TaskExecutor):
         threads = task.threads or self.placement.threads
         torch.set_num_threads(threads)
         self.memory.start(resolve_device(task.device, self.placement.gpu_index))
+        if task.workload == "generate" and task.scenario == "server":
+            raise Unavailable("the server scenario does not batch generation requests yet: use offline or "
+                              "single-stream")
         built = self._model(task)
         seed = self.cfg.seed + task.task_id
-        workload = InferenceWorkload(built, task.batch_size, task.seq_len, seed, ahead=measure.preprocess == "ahead")
+        ahead = measure.preprocess == "ahead"
+        if task.workload == "generate":
+            workload = GenerateWorkload(built, task.batch_size, task.seq_len, seed, self.cfg.sweep.max_new_tokens,
+                                        ahead=ahead)
+        else:
+            workload = InferenceWorkload(built, task.batch_size, task.seq_len, seed, ahead=ahead)
         compile_s = _first_call_s(workload) if task.backend == "compile" else float("nan")
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
         runner = Runner(measure, timer=timer, meter=self.meters.get(built.device), should_stop=self.should_stop)
         m, extra = run_scenario(task, workload, runner, self.cfg.server, seed, before_measure)
+        if task.workload == "generate":  # the measured iterations are the last ones the workload ran
+            extra = {**generation_metrics(workload.steps[-m.n_iters:], m.raw_ns, task.batch_size, task.seq_len,
+                                          workload.new_tokens), **extra}
         metrics = self._metrics(task, built, m, threads, extra,
                                 {"preprocess_mode": measure.preprocess, "compile_s": compile_s,
                                  "peak_memory_mib": self.memory.stop()})
@@ -109,13 +122,21 @@ class Executor(TaskExecutor):
                  how: dict) -> dict:
         """Statistics, FLOP/s against the device's peak, and the energy this rank may call its own."""
         stats = {**summarize(m.raw_ns, task.batch_size, m.measure_s), **extra}  # a scenario's own figures win
-        flops = forward_flops_per_sample(task.seq_len, built.shape, self.cfg.model.num_labels)
+        if task.workload == "generate":
+            new = self.cfg.sweep.max_new_tokens
+            flops = generate_flops_per_sample(task.seq_len, new, built.shape)
+            stats["decode_bytes_per_token"] = decode_bytes_per_token(
+                task.seq_len, new, built.shape, torch.finfo(DTYPES[task.precision]).bits // 8)
+        else:
+            flops = forward_flops_per_sample(task.seq_len, built.shape, self.cfg.model.num_labels)
         achieved = flops * stats["forward_throughput_sps"] / 1e12  # a server's: of the batches it ran
         name = device_name(built.device)
         peak, peak_source = peak_tflops(name, task.precision, cpu_cores=threads)
         p = self.placement
         energy = m.energy.columns(m.energy_samples or m.n_iters * task.batch_size,
                                   cpu_exclusive=p.cpu_exclusive, gpu_exclusive=p.gpu_exclusive)
+        if task.workload == "generate":
+            energy["j_per_token"] = energy.get("j_per_sample", float("nan")) / self.cfg.sweep.max_new_tokens
         return {
             **stats,
             "threads": threads, "weights": built.weights, "architecture": built.architecture,

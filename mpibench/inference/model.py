@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertTokenizer,
@@ -91,15 +92,16 @@ def model_config(name: str, num_labels: int) -> PretrainedConfig:
     return cfg
 
 
-def _load(name: str, cfg: PretrainedConfig, seed: int) -> tuple[torch.nn.Module, str]:
-    """Pretrained weights when they are on this machine, else the architecture with random weights."""
+def _load(name: str, cfg: PretrainedConfig, seed: int, workload: str = "classify") -> tuple[torch.nn.Module, str]:
+    """Pretrained weights when they are on this machine, else the architecture with random weights; with its
+    sequence-classification head, or its language-model head to generate."""
+    auto = AutoModelForCausalLM if workload == "generate" else AutoModelForSequenceClassification
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(name, config=cfg, local_files_only=True)
-        return model, "pretrained"
+        return auto.from_pretrained(name, config=cfg, local_files_only=True), "pretrained"
     except (OSError, ValueError):
         pass
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(cfg), "random-init"
+    return auto.from_config(cfg), "random-init"
 
 
 @dataclass
@@ -145,6 +147,12 @@ class Tokenizer:
         self.kind = type(self.own).__name__ if self.own is not None else "wordpiece" if real else "stand-in"
         self.vocab = int(cfg.vocab_size)
 
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Token ids back to text (a stand-in's ids read in the bundled vocabulary)."""
+        if self.own is not None:
+            return self.own.batch_decode(ids)
+        return wordpiece().batch_decode(ids % len(wordpiece()))
+
     def __call__(self, texts: list[str], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.own or wordpiece()
         enc = tok(texts, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt")
@@ -153,7 +161,8 @@ class Tokenizer:
 
 
 def build_model(name: str, num_labels: int, device: str, precision: str, seed: int,
-                gpu_index: int = 0, backend: str = "eager", attention: str = "sdpa") -> BuiltModel:
+                gpu_index: int = 0, backend: str = "eager", attention: str = "sdpa",
+                workload: str = "classify") -> BuiltModel:
     """The model on its device in its precision (weights cast), ready for inference.
 
     `compile` wraps it in torch.compile, which compiles lazily at the first call of each input shape.
@@ -163,7 +172,10 @@ def build_model(name: str, num_labels: int, device: str, precision: str, seed: i
     if dev.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise Unavailable(f"bf16 is not supported on {torch.cuda.get_device_name(dev)}")
     cfg = model_config(name, num_labels)
-    model, weights = _load(name, cfg, seed)
+    shape = shape_of(cfg.to_dict())
+    if workload == "generate" and not shape.decoder:
+        raise Unavailable(f"{cfg.model_type} is an encoder: it classifies, it does not generate")
+    model, weights = _load(name, cfg, seed, workload)
     model.set_attn_implementation(attention)
     model = model.to(device=dev, dtype=dtype).eval()
     try:  # a precision the device cannot compute in fails here, not mid-measurement
@@ -173,7 +185,7 @@ def build_model(name: str, num_labels: int, device: str, precision: str, seed: i
         raise Unavailable(f"{precision} inference is not supported on {dev}: {err}") from err
     if backend == "compile":
         model = torch.compile(model)
-    return BuiltModel(model, dev, precision, weights, shape_of(cfg.to_dict()), Tokenizer(name, cfg))
+    return BuiltModel(model, dev, precision, weights, shape, Tokenizer(name, cfg))
 
 
 class InferenceWorkload:
