@@ -11,7 +11,7 @@ combined CIs' coverage; goal >= 0.90 on a noisy 2-core machine).
 
     python benchmarks/coverage.py                 # distilbert-base, fp32, batch 1 and 2, seq 128, 5 runs
     python benchmarks/coverage.py --runs 8 --repeats 5
-    python benchmarks/coverage.py --quick         # the tiny model, 2 short runs (CI smoke run)
+    python benchmarks/coverage.py --quick         # the synthetic model, 2 short runs (CI smoke run)
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def coverage(per_run: list[dict]) -> tuple[int, int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the tiny model, 2 short runs of 2 windows")
+    ap.add_argument("--quick", action="store_true", help="the synthetic (sleeping) model, 2 short runs of 2 windows")
     ap.add_argument("--runs", type=int, default=5, help="independent runs (default 5)")
     ap.add_argument("--repeats", type=int, default=None, help="windows per configuration (default: configs/cpu.yaml's)")
     ap.add_argument("--ranks", type=int, default=3, help="ranks per run: rank 0 coordinates (default 3)")
@@ -94,10 +94,10 @@ def main() -> None:
     args = ap.parse_args()
     repeats = args.repeats or (2 if args.quick else cpu_repeats())
     runs = 2 if args.quick else args.runs
-    sweep = ["--model", "distilbert-tiny" if args.quick else args.model, "--batch-sizes", args.batch_sizes,
+    sweep = ["--model", "synthetic" if args.quick else args.model, "--batch-sizes", args.batch_sizes,
              "--seq-lens", "32" if args.quick else args.seq_lens, "--precisions", "fp32", "--repeats", str(repeats)]
     if args.quick:
-        sweep += ["--warmup-s", "0.1", "--min-time", "0.3", "--max-time", "1"]
+        sweep += ["--warmup-s", "0", "--min-time", "0.2", "--max-time", "0.5"]
     reported, windows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(runs):
