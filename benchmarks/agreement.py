@@ -17,6 +17,11 @@ a deployment does; the forward pass that follows is slower where the model is sm
 leave the caches and the second core falls idle while the single-threaded tokeniser runs), a real
 effect of the pipeline, printed as `inline_max_rel_diff` on the line before.
 
+A generate case puts mpibench's time to first token (preprocess ahead + h2d + prefill) and time per output
+token (the mean decode step) beside a bare `model.generate` over the same prompts and threads: its median
+call with one new token, and (median with N - median with 1) / (N - 1) per further token; the line
+`generate_max_rel_diff: X` (goal <= 0.05) comes before the last.
+
     python benchmarks/agreement.py            # distilbert-base b1 and b8, distilbert-tiny b1 and b8, seq 128
     python benchmarks/agreement.py --quick    # the tiny model only, a few seconds (CI smoke run)
 """
@@ -27,12 +32,14 @@ import argparse
 import itertools
 import os
 import statistics
+import time
 
 import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
 from mpibench.config import MeasureConfig
+from mpibench.inference.generate import GenerateWorkload, generation_metrics
 from mpibench.inference.model import InferenceWorkload, build_model
 from mpibench.inference.runner import Runner
 
@@ -41,6 +48,55 @@ FULL = [("distilbert-base-uncased", 1), ("distilbert-base-uncased", 8), ("distil
         ("distilbert-tiny", 8)]
 QUICK = [("distilbert-tiny", 1), ("distilbert-tiny", 8)]
 ARMS = ("ahead", "inline", "torch")
+#: The generate case: (model, batch), prompt tokens, new tokens.
+GEN_FULL, GEN_QUICK, GEN_SEQ, GEN_NEW = [("gpt2", 1), ("gpt2", 4)], [("llama-tiny", 1)], 64, 16
+
+
+def mpibench_generate(workload: GenerateWorkload, measure: MeasureConfig) -> tuple[float, float]:
+    """(TTFT p50, TPOT mean) in ms, as a generate row reports them."""
+    m = Runner(measure).run(workload)
+    g = generation_metrics(workload.steps[-m.n_iters:], m.raw_ns, workload.batch_size, workload.seq_len,
+                           workload.new_tokens)
+    return g["ttft_p50_ms"], g["tpot_mean_ms"]
+
+
+def bare_generate(workload: GenerateWorkload, seconds: float) -> tuple[float, float]:
+    """(TTFT, TPOT) in ms from `model.generate` alone: median calls of 1 and of N new tokens."""
+    ids, mask = workload.ready[0]
+    model = workload.built.model
+
+    def median_ms(n: int) -> float:
+        times, t_end = [], time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(times) < 5:
+            t0 = time.perf_counter_ns()
+            with torch.inference_mode():
+                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                               do_sample=False, pad_token_id=0)
+            times.append(time.perf_counter_ns() - t0)
+        return statistics.median(times) / 1e6
+
+    first, full = median_ms(1), median_ms(workload.new_tokens)
+    return first, (full - first) / (workload.new_tokens - 1)
+
+
+def generate_rounds(configs, measure: MeasureConfig, rounds: int) -> list[dict[str, list[float]]]:
+    """Per configuration, per round: mpibench's and the bare loop's TTFT and TPOT, the order flipped each round."""
+    torch.set_num_threads(THREADS)
+    models = {name: build_model(name, 2, "cpu", "fp32", seed=0, workload="generate") for name in dict(configs)}
+    res = []
+    for name, batch in configs:
+        w = GenerateWorkload(models[name], batch, GEN_SEQ, seed=0, new_tokens=GEN_NEW, ahead=True)
+        got = {k: [] for k in ("ttft", "tpot", "bare_ttft", "bare_tpot")}
+        for r in range(rounds):
+            arms = [("", lambda: mpibench_generate(w, measure)), ("bare_", lambda: bare_generate(w, measure.min_time_s))]
+            for prefix, fn in arms if r % 2 == 0 else arms[::-1]:
+                ttft, tpot = fn()
+                got[prefix + "ttft"].append(ttft)
+                got[prefix + "tpot"].append(tpot)
+            print(f"round {r + 1}: {name} b{batch} generate: TTFT {got['ttft'][-1]:.3f} vs {got['bare_ttft'][-1]:.3f} ms"
+                  f"  TPOT {got['tpot'][-1]:.3f} vs {got['bare_tpot'][-1]:.3f} ms", flush=True)
+        res.append(got)
+    return res
 
 
 def mpibench_ms(workload: InferenceWorkload, measure: MeasureConfig) -> float:
@@ -116,6 +172,16 @@ def main() -> None:
     print(f"{rounds} rounds, arms alternated; mpibench: default MeasureConfig but max_time_s={max_time:g}; "
           f"torch: adaptive_autorange(min_run_time={measure.min_time_s:g}, max_run_time={max_time:g})")
     print("load average (1, 5, 15 min) at the end: %.1f %.1f %.1f" % os.getloadavg())
+    gen_configs = GEN_QUICK if args.quick else GEN_FULL
+    gen_worst = 0.0
+    for (name, batch), got in zip(gen_configs, generate_rounds(gen_configs, measure, rounds)):
+        ttft, tpot = rel_diff(got["ttft"], got["bare_ttft"]), rel_diff(got["tpot"], got["bare_tpot"])
+        gen_worst = max(gen_worst, ttft, tpot)
+        print(f"{name} fp32 batch {batch} prompt {GEN_SEQ}, {GEN_NEW} new tokens: TTFT mpibench "
+              f"{statistics.median(got['ttft']):.3f} ms, model.generate {statistics.median(got['bare_ttft']):.3f} ms "
+              f"(rel_diff {ttft:.3f}); TPOT {statistics.median(got['tpot']):.3f} vs "
+              f"{statistics.median(got['bare_tpot']):.3f} ms (rel_diff {tpot:.3f})")
+    print(f"generate_max_rel_diff: {fmt(gen_worst)}")
     print(f"inline_max_rel_diff: {fmt(worst['inline'])}")
     print(f"agreement_max_rel_diff: {fmt(worst['ahead'])}")
 
