@@ -112,7 +112,8 @@ def build(runs: Runs, made: list[P.FigureFile]) -> list:
     blocks += [D.Heading("Runs"), D.Table(["run", "file", "started", "devices", "configurations", "complete"], facts,
                                           align="llllrl")]
     shared = sum(all(i is not None for i in rows) for rows in runs.rows.values())
-    apart = [key for key, rows in runs.rows.items() if "CIs apart" in verdict(runs, rows)]
+    verdicts = {key: verdict(runs, rows) for key, rows in runs.rows.items()}  # once per configuration
+    apart = [key for key, text in verdicts.items() if "CIs apart" in text]
     blocks.append(D.Para(
         f"{len(runs.rows)} configurations, {shared} measured in every run, matched on {', '.join(runs.columns)}. "
         f"Throughput is samples/s from the median end-to-end latency with its 95 % CI, as each run's own report "
@@ -121,7 +122,7 @@ def build(runs: Runs, made: list[P.FigureFile]) -> list:
     header = ["configuration", *(f"{lab} samples/s [95 % CI]" for lab in runs.labels), f"vs {runs.labels[0]}"]
     omit = ("model",) if len({str(a.tasks["model"][0]) for a in runs.analyses if len(a.rows)}) <= 1 else ()
     body = [[label(dict(zip(runs.columns, key)), omit) or "—",
-             *(_cell(runs, k, i) for k, i in enumerate(rows)), verdict(runs, rows)]
+             *(_cell(runs, k, i) for k, i in enumerate(rows)), verdicts[key]]
             for key, rows in runs.rows.items()]
     blocks += [D.Heading("Throughput per configuration"), D.Table(header, body, align="l" + "r" * len(runs.labels) + "l")]
     blocks.append(D.Heading("Figures"))
