@@ -115,9 +115,11 @@ def generate_flops_per_sample(seq_len: int, new_tokens: int, shape: Shape) -> fl
     return 2.0 * (prefill + decode)
 
 
-def decode_bytes_per_token(seq_len: int, new_tokens: int, shape: Shape, bytes_per_value: int) -> float:
-    """Memory read per generated token (after the first), averaged over the decode steps: every weight
-    once (the layers' matrices and the LM head), and the KV cache of the positions so far."""
+def decode_bytes_per_token(seq_len: int, new_tokens: int, shape: Shape, bytes_per_value: int,
+                           batch_size: int = 1) -> float:
+    """Memory read per generated token (after the first), averaged over the decode steps: a step reads every
+    weight once (the layers' matrices and the LM head) for the whole batch, and each sequence's KV cache
+    of the positions so far; a step gives one token per sequence."""
     d, h = shape.hidden, shape.intermediate
     d_kv = d * shape.kv_heads // max(1, shape.heads)
     weights = shape.layers * (2 * d * d + 2 * d * d_kv + (3 if shape.gated else 2) * d * h) + d * shape.vocab
@@ -125,4 +127,4 @@ def decode_bytes_per_token(seq_len: int, new_tokens: int, shape: Shape, bytes_pe
     if not steps:
         return float("nan")
     kv = sum(shape.layers * 2 * (seq_len + t) * d_kv for t in steps) / len(steps)
-    return float((weights + kv) * bytes_per_value)
+    return float((weights + batch_size * kv) * bytes_per_value / batch_size)

@@ -192,6 +192,15 @@ class ServerConfig(_Section):
     min_requests: int = Field(
         1000, ge=662, le=10_000_000, description="server scenario: requests per rate (>= 662 to state a p99)",
     )
+    ttft_slo_ms: float | None = Field(
+        None, gt=0, le=MAX_SECONDS * 1e3, description="server scenario, generate: the time-to-first-token bound, "
+        "ms; with tpot_slo_ms (either or both), the search and the goodput hold generation to these instead of "
+        "latency_slo_ms",
+    )
+    tpot_slo_ms: float | None = Field(
+        None, gt=0, le=MAX_SECONDS * 1e3, description="server scenario, generate: the time-per-output-token bound, "
+        "ms (see ttft_slo_ms)",
+    )
     search_steps: int = Field(6, ge=2, le=64, description="server scenario: rates tried by the search")
     min_s: float = Field(
         60.0, ge=0, le=MAX_SECONDS, description="server search: seconds of the steady run that confirms the rate "

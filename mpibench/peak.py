@@ -40,6 +40,22 @@ GPU_PEAKS: list[tuple[str, str, dict[str, float]]] = [
     (r"\bA10\b", "A10", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0}),
     (r"RTX 4090", "GeForce RTX 4090", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2, "fp16": 165.2}),
 ]
+# Vendor datasheet memory bandwidth in GB/s (the fraction decode reaches of it: `mbu`); as GPU_PEAKS.
+GPU_BANDWIDTH: list[tuple[str, str, float]] = [
+    (r"V100", "Tesla V100 (HBM2)", 900.0),
+    (r"A100.*80GB.*PCIe|A100.*PCIe.*80GB", "A100 80GB PCIe", 1935.0),
+    (r"A100.*80GB", "A100 80GB SXM", 2039.0),
+    (r"A100", "A100 40GB", 1555.0),
+    (r"H100.*NVL", "H100 NVL", 3938.0),
+    (r"H100.*PCIe", "H100 PCIe", 2039.0),
+    (r"H100", "H100 SXM", 3352.0),
+    (r"H200", "H200 (SXM and NVL)", 4800.0),
+    (r"\bL4\b", "L4", 300.0),
+    (r"L40S|\bL40\b", "L40/L40S", 864.0),
+    (r"\bT4\b", "Tesla T4", 320.0),
+    (r"\bA10\b", "A10", 600.0),
+    (r"RTX 4090", "GeForce RTX 4090", 1008.0),
+]
 _GPU_WORDS = re.compile(r"NVIDIA|Tesla|GeForce|Quadro|Instinct|Radeon|\bGPU\b", re.IGNORECASE)
 
 # FLOPs per cycle per core, widest first: (flags that must all be present, FLOP/cycle, label).
@@ -98,6 +114,16 @@ def flops_per_cycle(precision: str, flags: set[str]) -> tuple[int, str] | None:
         if need <= flags:
             return k, isa if precision == "fp32" else f"{isa}, {precision} at the fp32 rate"
     return None
+
+
+def peak_bandwidth_gbs(device_name: str) -> tuple[float, str]:
+    """(the datasheet memory bandwidth in GB/s or NaN, where it comes from or why it is unknown)."""
+    for pattern, label, gbs in GPU_BANDWIDTH:
+        if re.search(pattern, device_name, re.IGNORECASE):
+            return gbs, f"datasheet: {label}"
+    if _GPU_WORDS.search(device_name):
+        return NAN, f"unknown GPU {device_name!r}: no datasheet bandwidth in mpibench.peak"
+    return NAN, "CPU: no stated memory bandwidth (it depends on the channels populated)"
 
 
 def mfu(achieved_tflops: float, peak: float) -> float:

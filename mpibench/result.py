@@ -66,8 +66,14 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("server_p50_ms", "f8", "server: median request latency"),
     Column("server_p90_ms", "f8", "server: p90 request latency (NaN under 64 requests)"),
     Column("server_p99_ms", "f8", "server: p99 request latency (NaN under 662 requests)"),
-    Column("server_slo_ms", "f8", "server search: the p99 bound searched under"),
-    Column("server_search", "str", "server search: JSON [[rate, p99_ms], ...] of every rate tried", 1024),
+    Column("server_slo_ms", "f8", "server: the request-latency bound the rate was searched under and goodput "
+                                  "counted by (NaN where generation is held to token SLOs instead)"),
+    Column("server_ttft_slo_ms", "f8", "server, generate: the time-to-first-token bound (NaN: none)"),
+    Column("server_tpot_slo_ms", "f8", "server, generate: the time-per-output-token bound (NaN: none)"),
+    Column("server_goodput_sps", "f8", "server: requests per second that met every bound of the SLO"),
+    Column("server_good_fraction", "f8", "server: the fraction of requests that met every bound of the SLO"),
+    Column("server_search", "str", "server search: JSON [[rate, percentile, its latency_ms, met the SLO], ...] of "
+                                   "every rate tried", 1024),
     Column("server_mean_batch", "f8", "server: mean batch size the queue formed"),
     Column("server_judged_by", "str", "server: the percentile the rate was held to the SLO by: p99, or p90 or p50 "
                                       "where too few requests arrived to state it"),
@@ -75,15 +81,31 @@ RESULT_COLUMNS: tuple[Column, ...] = (
                                         "batch time); the search never offers more"),
     Column("server_steady_s", "f8", "server search: seconds of the steady run that confirmed the rate (NaN: none)"),
     Column("new_tokens", "i8", "generate: tokens produced per sequence (--max-new-tokens)"),
-    Column("ttft_p50_ms", "f8", "generate: time to first token, median: preprocess + h2d + prefill"),
-    Column("ttft_p99_ms", "f8", "generate: time to first token, p99 (NaN under 662 iterations)"),
+    Column("ttft_p50_ms", "f8", "generate: time to first token, median: preprocess + h2d + prefill; server: per "
+                                "request, from its arrival (queueing included)"),
+    Column("ttft_p99_ms", "f8", "generate: time to first token, p99 (NaN under 662 iterations); server: per "
+                                "request, from its arrival"),
+    Column("ttft_ci_low_ms", "f8", "generate: 95 % CI of ttft_p50_ms, lower bound (order statistics)"),
+    Column("ttft_ci_high_ms", "f8", "generate: 95 % CI of ttft_p50_ms, upper bound"),
     Column("tpot_mean_ms", "f8", "generate: time per output token after the first: the mean decode step"),
+    Column("tpot_ci_low_ms", "f8", "generate: 95 % CI of tpot_mean_ms from the iterations' means (Student's t), "
+                                   "lower bound"),
+    Column("tpot_ci_high_ms", "f8", "generate: 95 % CI of tpot_mean_ms, upper bound"),
     Column("itl_p50_ms", "f8", "generate: inter-token latency (one decode step), median"),
     Column("itl_p99_ms", "f8", "generate: inter-token latency, p99 (NaN under 662 decode steps)"),
-    Column("output_tokens_per_s", "f8", "generate: batch_size x new_tokens / e2e_p50"),
+    Column("output_tokens_per_s", "f8", "generate: batch_size x new_tokens / e2e_p50; server: the achieved "
+                                        "request rate x new_tokens"),
+    Column("output_tokens_ci_low_per_s", "f8", "generate: 95 % CI of output_tokens_per_s, from e2e_ci_high_ms"),
+    Column("output_tokens_ci_high_per_s", "f8", "generate: 95 % CI of output_tokens_per_s, from e2e_ci_low_ms"),
     Column("prefill_tokens_per_s", "f8", "generate: batch_size x seq_len / the median prefill"),
-    Column("decode_bytes_per_token", "f8", "generate: memory read per decode step: every weight once and the KV "
-                                           "cache so far (mean over the steps), bytes"),
+    Column("decode_bytes_per_token", "f8", "generate: memory read per generated token after the first: a decode "
+                                           "step's weights (read once for the batch) and KV cache so far (mean "
+                                           "over the steps) over batch_size, bytes"),
+    Column("decode_gbs", "f8", "generate: the bandwidth decode reached: decode_bytes_per_token x batch_size / "
+                               "tpot_mean, GB/s"),
+    Column("bandwidth_peak_gbs", "f8", "the device's datasheet memory bandwidth, GB/s (NaN: none stated)"),
+    Column("bandwidth_source", "str", "where bandwidth_peak_gbs comes from, or why it is unknown", 128),
+    Column("mbu", "f8", "generate: model bandwidth utilisation, decode_gbs / bandwidth_peak_gbs"),
     Column("flops_per_sample", "f8", "model FLOPs of one forward pass over one sample"),
     Column("achieved_tflops", "f8", "flops_per_sample * forward_throughput_sps / 1e12"),
     Column("peak_tflops", "f8", "the device's peak for the precision: a datasheet figure (GPUs) or an estimate "

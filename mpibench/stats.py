@@ -52,6 +52,16 @@ def t975(df: int) -> float:
     return T975[df - 1] if df <= len(T975) else Z95
 
 
+def mean_ci(x) -> tuple[float, float]:
+    """(mean, half-width of its 95 % CI by Student's t); one value has an unbounded CI, none is NaN."""
+    x = np.asarray(x, dtype=float)
+    if len(x) == 0:
+        return (math.nan, math.nan)
+    if len(x) == 1:
+        return (float(x[0]), math.inf)
+    return (float(x.mean()), t975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x)))
+
+
 def combine_windows(medians, lows, highs) -> tuple[float, float, float]:
     """One median latency and its 95 % CI from k windows of the same configuration (--repeats).
 

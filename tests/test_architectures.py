@@ -169,8 +169,18 @@ def test_generate_measures_tokens_and_refuses_what_it_cannot_do(tmp_path):
     assert row["tpot_mean_ms"] > 0 and row["itl_p50_ms"] > 0
     assert row["output_tokens_per_s"] == pytest.approx(2 * 4 / (row["e2e_p50_ms"] / 1e3))
     assert row["decode_bytes_per_token"] > 0
-    server = _measure(tmp_path, "llama", "generate", "server")
-    assert server["status"] == "unavailable" and "server" in server["message"]
+    assert row["ttft_ci_low_ms"] <= row["ttft_p50_ms"] <= row["ttft_ci_high_ms"]
+    assert row["tpot_ci_low_ms"] <= row["tpot_mean_ms"] <= row["tpot_ci_high_ms"]
+    assert row["output_tokens_ci_low_per_s"] <= row["output_tokens_per_s"] <= row["output_tokens_ci_high_per_s"]
+    assert row["decode_gbs"] == pytest.approx(row["decode_bytes_per_token"] * 2 / row["tpot_mean_ms"] / 1e6)
+    assert np.isnan(row["mbu"]) and "CPU" in row["bandwidth_source"]  # no stated bandwidth for a CPU
+    server = _measure(tmp_path, "llama", "generate", "server")  # 200 requests/s, batches of up to 2
+    assert server["status"] == "ok", server["message"]
+    assert server["server_requests"] >= 64 and 1 <= server["server_mean_batch"] <= 2
+    assert 0 < server["ttft_p50_ms"] < server["server_p50_ms"]  # each request: arrival to its first token
+    assert server["output_tokens_per_s"] == pytest.approx(server["server_achieved_sps"] * 4)
+    assert server["server_goodput_sps"] <= server["server_achieved_sps"]
+    assert 0 <= server["server_good_fraction"] <= 1 and server["server_slo_ms"] == 100.0
     bert = _measure(tmp_path, "bert", "generate")
     assert bert["status"] == "unavailable" and "encoder" in bert["message"]
 

@@ -1,6 +1,7 @@
 """Scenarios: the Poisson server against queueing theory on a virtual clock, percentile rules,
 precisions and backends on the tiny model."""
 
+import json
 import math
 import shutil
 import time
@@ -10,7 +11,7 @@ import torch
 import pytest
 
 from conftest import TINY, run_cli
-from mpibench.inference.scenarios import MIN_SAMPLES, latency_percentiles, search_rate, serve
+from mpibench.inference.scenarios import MIN_SAMPLES, Slo, latency_percentiles, search_rate, serve
 from mpibench.store import read_tasks
 
 
@@ -58,7 +59,7 @@ def test_arrivals_are_seeded():
 
 def test_rate_search_brackets_the_slo_rate():
     slo_ms, d = 60.0, 0.010
-    best, runs = search_rate(lambda r: md1(r, d, n=20_000), slo_ms, start_sps=10.0, steps=10)
+    best, runs = search_rate(lambda r: md1(r, d, n=20_000), Slo(slo_ms), start_sps=10.0, steps=10)
     assert best is not None and best.p99_ms <= slo_ms
     above = [r for r in runs if r.rate_sps > best.rate_sps]
     assert above and all(r.p99_ms > slo_ms for r in above)
@@ -70,7 +71,7 @@ def test_rate_search_brackets_the_slo_rate():
 def test_a_slow_model_passes_where_its_requests_state_a_p90_only():
     # 20 requests/s capacity, SLO 500 ms: each rate within max_s = 10 s brings too few requests for a p99
     slow = lambda r: md1(r, 0.050, n=int(r * 10))  # noqa: E731 - one line
-    best, runs = search_rate(slow, 500.0, start_sps=10.0, steps=6, capacity_sps=20.0)
+    best, runs = search_rate(slow, Slo(500.0), start_sps=10.0, steps=6, capacity_sps=20.0)
     assert best is not None and best.judged_by == 90 and best.judged_ms <= 500.0
     assert all(r.rate_sps <= 20.0 for r in runs)  # never above the measured capacity
 
@@ -79,11 +80,60 @@ def test_a_steady_run_that_misses_the_slo_lowers_the_rate():
     from mpibench.inference.scenarios import confirm
 
     best = md1(18.0, 0.050, n=100)
-    run, ok = confirm(lambda r: md1(r, 0.050, n=2000), slo_ms=500.0, best=best)
+    run, ok = confirm(lambda r: md1(r, 0.050, n=2000), Slo(500.0), best=best)
     # 18/s at 50 ms is 90 % load: p99 ~1.2 s in a long run; 14.4/s ~0.7 s; 11.5/s ~0.4 s passes
     assert ok and run.rate_sps == pytest.approx(18.0 * 0.8 ** 2) and run.judged_ms <= 500.0
-    run, ok = confirm(lambda r: md1(r, 0.050, n=2000), slo_ms=1.0, best=best)
+    run, ok = confirm(lambda r: md1(r, 0.050, n=2000), Slo(1.0), best=best)
     assert not ok and run.rate_sps == pytest.approx(18.0 * 0.8 ** 2)  # three tries, then it says so
+
+
+def generating_server(rate_sps: float, prefill_s: float, step_s: float, new_tokens: int, n: int = 4000,
+                      batch_size: int = 1, seed: int = 3):
+    """A deterministic generation server on the virtual clock: each batch's prefill, then each decode step."""
+    clock, steps = VirtualClock(), []
+
+    def run_batch(i, k):
+        s = [int(prefill_s * 1e9)] + [int(step_s * 1e9)] * (new_tokens - 1)
+        clock.now += sum(s)
+        steps.append(s)
+        return [0, 0, sum(s), 0]
+
+    run = serve(run_batch, rate_sps, batch_size, n, seed, clock=clock, wait=clock.wait)
+    run.steps_ns = steps
+    return run
+
+
+def test_a_generation_server_times_each_request_to_its_first_token():
+    prefill, step, new = 0.020, 0.005, 9  # a batch takes 60 ms
+    run = generating_server(2.0, prefill, step, new)  # 12 % load: most requests find the model free
+    decode_ms = (new - 1) * step * 1e3
+    np.testing.assert_allclose(run.ttft_ms, run.latency_ms - decode_ms)
+    assert (run.ttft_ms >= prefill * 1e3 - 1e-6).all() and np.median(run.ttft_ms) == pytest.approx(prefill * 1e3)
+    np.testing.assert_allclose(run.tpot_ms, step * 1e3)
+    # under load requests queue: their time to first token grows, their time per output token does not
+    busy = generating_server(15.0, prefill, step, new)
+    assert np.percentile(busy.ttft_ms, 90) > 2 * prefill * 1e3
+    np.testing.assert_allclose(busy.tpot_ms, step * 1e3)
+
+
+def test_goodput_counts_the_requests_that_met_every_token_slo():
+    run = generating_server(15.0, 0.020, 0.005, 9)
+    ttft_bound = float(np.median(run.ttft_ms))
+    good = run.good(Slo(ttft_ms=ttft_bound, tpot_ms=6.0))
+    assert good.sum() == (run.ttft_ms <= ttft_bound).sum() and 0.4 < good.mean() < 0.6
+    assert not run.good(Slo(ttft_ms=1e6, tpot_ms=4.0)).any()  # every decode step takes 5 ms
+    assert Slo(ttft_ms=1e6, tpot_ms=6.0).met(run) and not Slo(ttft_ms=1e6, tpot_ms=4.0).met(run)
+    assert str(Slo(ttft_ms=500, tpot_ms=50)) == "TTFT <= 500 ms and TPOT <= 50 ms"
+
+
+def test_the_rate_search_holds_generation_to_its_time_to_first_token():
+    prefill, step, new = 0.020, 0.005, 9  # 60 ms a batch: saturates near 16.7 requests/s
+    slo = Slo(ttft_ms=150.0)
+    best, runs = search_rate(lambda r: generating_server(r, prefill, step, new), slo, start_sps=4.0, steps=10)
+    assert best is not None and np.percentile(best.ttft_ms, 99) <= 150.0
+    above = [r for r in runs if r.rate_sps > best.rate_sps]
+    assert above and not any(slo.met(r) for r in above)
+    assert 3.0 < best.rate_sps < 1 / (prefill + (new - 1) * step)
 
 
 def test_percentiles_need_enough_samples():
@@ -114,7 +164,7 @@ def test_scenarios_end_to_end_on_the_synthetic_model(tmp_path):
     assert t["latency_p99_ms"][sv] == t["server_p99_ms"][sv]
     assert t["throughput_sps"][sv] == t["server_achieved_sps"][sv]
     assert 0 < t["window_coverage"][ss] <= 1 and 0 < t["window_coverage"][row["offline"]] <= 1
-    assert len(eval(t["server_search"][sv])) >= 3  # noqa: S307 - our own JSON list: search and steady run
+    assert len(json.loads(t["server_search"][sv])) >= 3  # the search and the steady run
 
 
 def test_precisions_on_cpu(tmp_path):

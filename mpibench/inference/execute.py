@@ -17,7 +17,7 @@ from mpibench.inference.memory import PeakMemory
 from mpibench.inference.runner import Measurement, Runner
 from mpibench.inference.scenarios import run_scenario
 from mpibench.inference.timers import CudaTimer
-from mpibench.peak import mfu, peak_tflops
+from mpibench.peak import mfu, peak_bandwidth_gbs, peak_tflops
 from mpibench.placement import Placement
 from mpibench.plan import Task
 from mpibench.result import Result
@@ -95,9 +95,6 @@ class Executor(TaskExecutor):
         threads = task.threads or self.placement.threads
         torch.set_num_threads(threads)
         self.memory.start(resolve_device(task.device, self.placement.gpu_index))
-        if task.workload == "generate" and task.scenario == "server":
-            raise Unavailable("the server scenario does not batch generation requests yet: use offline or "
-                              "single-stream")
         built = self._model(task)
         seed = self.cfg.seed + task.task_id
         ahead = measure.preprocess == "ahead"
@@ -110,9 +107,8 @@ class Executor(TaskExecutor):
         timer = CudaTimer(built.device) if built.device.type == "cuda" else None
         runner = Runner(measure, timer=timer, meter=self.meters.get(built.device), should_stop=self.should_stop)
         m, extra = run_scenario(task, workload, runner, self.cfg.server, seed, before_measure)
-        if task.workload == "generate":  # the measured iterations are the last ones the workload ran
-            extra = {**generation_metrics(workload.steps[-m.n_iters:], m.raw_ns, task.batch_size, task.seq_len,
-                                          workload.new_tokens), **extra}
+        if task.workload == "generate":  # the server's batches, else the last iterations the workload ran
+            m.steps_ns = workload.steps[-m.n_iters:] if m.steps_ns is None else m.steps_ns
         metrics = self._metrics(task, built, m, threads, extra,
                                 {"preprocess_mode": measure.preprocess, "compile_s": compile_s,
                                  "peak_memory_mib": self.memory.stop()})
@@ -121,16 +117,17 @@ class Executor(TaskExecutor):
     def _metrics(self, task: Task, built: BuiltModel, m: Measurement, threads: int, extra: dict,
                  how: dict) -> dict:
         """Statistics, FLOP/s against the device's peak, and the energy this rank may call its own."""
-        stats = {**summarize(m.raw_ns, task.batch_size, m.measure_s), **extra}  # a scenario's own figures win
+        stats = summarize(m.raw_ns, task.batch_size, m.measure_s)
+        name = device_name(built.device)
         if task.workload == "generate":
             new = self.cfg.sweep.max_new_tokens
             flops = generate_flops_per_sample(task.seq_len, new, built.shape)
-            stats["decode_bytes_per_token"] = decode_bytes_per_token(
-                task.seq_len, new, built.shape, torch.finfo(DTYPES[task.precision]).bits // 8)
+            stats.update(generation_metrics(m.steps_ns, m.raw_ns, stats, task.batch_size, task.seq_len, new))
+            stats.update(decode_bandwidth(task, built, name, stats["tpot_mean_ms"], new))
         else:
             flops = forward_flops_per_sample(task.seq_len, built.shape, self.cfg.model.num_labels)
+        stats.update(extra)  # a scenario's own figures win
         achieved = flops * stats["forward_throughput_sps"] / 1e12  # a server's: of the batches it ran
-        name = device_name(built.device)
         peak, peak_source = peak_tflops(name, task.precision, cpu_cores=threads)
         p = self.placement
         energy = m.energy.columns(m.energy_samples or m.n_iters * task.batch_size,
@@ -162,6 +159,17 @@ class Executor(TaskExecutor):
 
     def close(self) -> None:
         self.meters.close()
+
+
+def decode_bandwidth(task: Task, built: BuiltModel, device: str, tpot_ms: float, new_tokens: int) -> dict:
+    """Generation's memory traffic: bytes read per generated token, the bandwidth the decode steps reached
+    (a step reads the weights once and each sequence's KV cache) and its fraction of the datasheet peak."""
+    per_token = decode_bytes_per_token(task.seq_len, new_tokens, built.shape,
+                                       torch.finfo(DTYPES[task.precision]).bits // 8, task.batch_size)
+    gbs = per_token * task.batch_size / (tpot_ms / 1e3) / 1e9 if tpot_ms > 0 else float("nan")
+    peak, source = peak_bandwidth_gbs(device)
+    return {"decode_bytes_per_token": per_token, "decode_gbs": gbs, "bandwidth_peak_gbs": peak,
+            "bandwidth_source": source, "mbu": gbs / peak if peak > 0 else float("nan")}
 
 
 def _first_call_s(workload: InferenceWorkload) -> float:

@@ -18,6 +18,7 @@ import torch
 
 from mpibench.inference.model import BuiltModel, InferenceWorkload
 from mpibench.inference.scenarios import latency_percentiles
+from mpibench.stats import mean_ci, median_ci
 
 
 class GenerateWorkload(InferenceWorkload):
@@ -57,25 +58,35 @@ class GenerateWorkload(InferenceWorkload):
         return self.built.tokenizer.decode(tokens.cpu())
 
 
-def generation_metrics(steps: list[list[int]], raw_ns: dict[str, np.ndarray], batch_size: int, seq_len: int,
-                       new_tokens: int) -> dict[str, float]:
-    """The token-level columns of the measured iterations (`steps`: theirs, in order).
+def generation_metrics(steps: list[list[int]], raw_ns: dict[str, np.ndarray], stats: dict[str, float],
+                       batch_size: int, seq_len: int, new_tokens: int) -> dict[str, float]:
+    """The token-level columns of the measured iterations (`steps`: theirs, in order; `stats`: their
+    mpibench.stats.summarize columns).
 
-    TTFT = preprocess + h2d + prefill (which gives the first token); TPOT = the mean decode step; ITL
-    percentiles over every decode step; tokens/s from the median request latency and the median prefill.
-    Percentiles follow the sample rule of mpibench.inference.scenarios (NaN where too few to state).
+    TTFT = preprocess + h2d + prefill (which gives the first token), its median with the order-statistics
+    CI; TPOT = the mean decode step, its CI from the iterations' own means (Student's t); ITL percentiles
+    over every decode step; output tokens/s from the median request latency, its CI from that median's;
+    prefill tokens/s from the median prefill. Percentiles follow the sample rule of
+    mpibench.inference.scenarios (NaN where too few to state).
     """
     prefill = np.array([s[0] for s in steps], dtype=np.float64)
-    decode = np.array([t for s in steps for t in s[1:]], dtype=np.float64) / 1e6
+    per_iter = np.array([s[1:] for s in steps], dtype=np.float64).reshape(len(steps), -1) / 1e6
+    decode = per_iter.ravel()
     ttft = (raw_ns["preprocess"] + raw_ns["h2d"] + prefill) / 1e6
-    e2e_ms = float(np.median(sum(np.asarray(raw_ns[p], dtype=np.float64) for p in raw_ns))) / 1e6
     ttft_p, _ = latency_percentiles(ttft)
+    ttft_lo, ttft_hi = median_ci(ttft)
     itl_p, _ = latency_percentiles(decode) if len(decode) else ({50: np.nan, 99: np.nan}, "")
-    return {
-        "new_tokens": new_tokens,
-        "ttft_p50_ms": ttft_p[50], "ttft_p99_ms": ttft_p[99],
-        "tpot_mean_ms": float(decode.mean()) if len(decode) else np.nan,
-        "itl_p50_ms": itl_p[50], "itl_p99_ms": itl_p[99],
-        "output_tokens_per_s": batch_size * new_tokens / (e2e_ms / 1e3),
-        "prefill_tokens_per_s": batch_size * seq_len / (float(np.median(prefill)) / 1e9),
-    }
+    tpot, tpot_half = mean_ci(per_iter.mean(axis=1)) if decode.size else (np.nan, np.nan)
+    tokens = batch_size * new_tokens * 1e3  # per ms of request latency
+    with np.errstate(divide="ignore"):
+        return {
+            "new_tokens": new_tokens,
+            "ttft_p50_ms": ttft_p[50], "ttft_p99_ms": ttft_p[99],
+            "ttft_ci_low_ms": ttft_lo, "ttft_ci_high_ms": ttft_hi,
+            "tpot_mean_ms": tpot, "tpot_ci_low_ms": max(0.0, tpot - tpot_half), "tpot_ci_high_ms": tpot + tpot_half,
+            "itl_p50_ms": itl_p[50], "itl_p99_ms": itl_p[99],
+            "output_tokens_per_s": tokens / stats["e2e_p50_ms"],
+            "output_tokens_ci_low_per_s": tokens / stats["e2e_ci_high_ms"],
+            "output_tokens_ci_high_per_s": tokens / stats["e2e_ci_low_ms"] if stats["e2e_ci_low_ms"] > 0 else np.inf,
+            "prefill_tokens_per_s": batch_size * seq_len / (float(np.median(prefill)) / 1e9),
+        }

@@ -40,6 +40,7 @@ class Measurement:
     converged: bool
     energy: Any = None  # an EnergyReading when a meter ran
     energy_samples: int | None = None  # samples served while the meter ran, where not n_iters x batch
+    steps_ns: list[list[int]] | None = None  # generation: the measured iterations' steps, where a scenario chose them
 
     @property
     def n_iters(self) -> int:
