@@ -42,6 +42,9 @@ def build_parser() -> Parser:
                    "RUN-and-N-more-analysis/ for several)")
     p.add_argument("--latency-slo-ms", type=_positive, metavar="MS",
                    help="p99 latency bound for the latency objective: highest throughput whose p99 meets it")
+    p.add_argument("--tpot-slo-ms", type=_positive, metavar="MS",
+                   help="time-per-output-token bound for generation's tokens objective: the most output "
+                        "tokens/s whose TPOT meets it")
     p.add_argument("--compare", nargs=2, metavar=("BASE.h5", "NEW.h5"),
                    help="compare two runs configuration by configuration; exit 1 on a significant regression "
                         "or a configuration BASE measured and NEW did not")
@@ -68,8 +71,9 @@ def default_out(run: Path, more: int = 0) -> Path:
 def _analyse_runs(ns) -> int:
     from mpibench.analysis.multirun import analyze_runs, write_all
 
-    if ns.latency_slo_ms is not None:
-        raise UsageError("--latency-slo-ms applies to one run's report; give one RUN.h5 with it")
+    for flag in ("latency_slo_ms", "tpot_slo_ms"):
+        if getattr(ns, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} applies to one run's report; give one RUN.h5 with it")
     out = Path(ns.out) if ns.out else default_out(Path(ns.run[0]), len(ns.run) - 1)
     check_directory(out, "--out")  # before anything is read or written
     runs = analyze_runs(ns.run)
@@ -80,20 +84,21 @@ def _analyse_runs(ns) -> int:
 
 
 def _analyse(ns) -> int:
-    from mpibench.analysis import analyze, write_all
+    from mpibench.analysis import OBJECTIVES, analyze, write_all
 
     if len(ns.run) > 1:
         return _analyse_runs(ns)
     run = Path(ns.run[0])
     out = Path(ns.out) if ns.out else default_out(run)
     check_directory(out, "--out")  # before anything is read or written
-    a = analyze(run, latency_slo_ms=ns.latency_slo_ms)
+    a = analyze(run, latency_slo_ms=ns.latency_slo_ms, tpot_slo_ms=ns.tpot_slo_ms)
     written = write_all(a, out)
     if not a.run.complete:
         print(f"note: {run} is from a run that did not complete; the report says what is missing")
-    for objective in ("throughput", "latency", "energy"):
+    for objective in OBJECTIVES:
         for r in a.optimal[objective]["per_device"]:
-            print(f"{objective:>10} {r['device']}: {r['reason']}")
+            scope = " ".join(str(r[k]) for k in ("device", "workload") if r.get(k) not in (None, ""))
+            print(f"{objective:>10} {scope}: {r['reason']}")
     print(f"wrote {len(written)} files to {out}/ (open report.html or report.md)")
     return 0
 

@@ -35,6 +35,11 @@ def score(row: dict, objective: str, slo_ms: float | None) -> float:
         if slo_ms is not None:  # meet the bound, then the most throughput
             return row["throughput_sps"] if p99 <= slo_ms else -math.inf
         return -p99
+    if objective == "tokens":  # generation only; with an SLO, its time per output token must meet it
+        tokens, tpot = row.get("output_tokens_per_s", math.nan), row.get("tpot_mean_ms", math.nan)
+        if row.get("workload") != "generate" or not np.isfinite(tokens) or (slo_ms is not None and not tpot <= slo_ms):
+            return -math.inf
+        return tokens
     j = row.get("j_per_sample", math.nan)
     return -j if np.isfinite(j) else -math.inf
 
@@ -67,7 +72,8 @@ def from_file(path, planned: list[Task], objective: str, slo_ms: float | None) -
     from mpibench.analysis.optimum import choose_optimal
     from mpibench.store import read_tasks
 
-    chosen = choose_optimal(read_tasks(path), objective, slo_ms)
+    bound = {"tpot_slo_ms": slo_ms} if objective == "tokens" else {"latency_slo_ms": slo_ms}
+    chosen = choose_optimal(read_tasks(path), objective, **bound)
     picked, log = [], []
     for c in chosen:
         if c.get("batch_size") is None:

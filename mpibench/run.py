@@ -42,9 +42,10 @@ def build_parser() -> Parser:
     p.add_argument("--optimal", nargs="?", const="", metavar="RUN.h5",
                    help="measure only the best configuration, longer: the one chosen from RUN.h5, or "
                         "(without a file) found by a quick search of the sweep (successive halving)")
-    p.add_argument("--objective", choices=("throughput", "latency", "energy"), default="throughput",
+    p.add_argument("--objective", choices=("throughput", "latency", "energy", "tokens"), default="throughput",
                    help="what --optimal optimises (latency: p99 under --latency-slo-ms, then "
-                        "throughput; energy: J/sample) (default: throughput)")
+                        "throughput; energy: J/sample; tokens: generation's output tokens/s, with "
+                        "--tpot-slo-ms under that bound) (default: throughput)")
     p.add_argument("--version", action="version", version=f"mpibench {__version__}")
     add_config_flags(p)
     return p

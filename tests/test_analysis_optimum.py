@@ -157,3 +157,29 @@ def test_newer_key_columns_keep_configurations_apart_and_scenarios_unmixed():
     assert (offline["scenario"], offline["backend"]) == ("offline", "compile")
     assert offline["value"] == pytest.approx(400)
     assert "compile" in offline["reason"] and server["scenario"] == "server" and server["batch_size"] == 1
+
+
+def generation(*rows: dict) -> dict[str, np.ndarray]:
+    """Generation rows: tok (output tokens/s, its CI +-1 %), tpot (ms, CI +-5 %); a classify row beside them."""
+    specs = [{"bs": r["bs"], "thr": r["tok"] / 8, "workload": "generate", "output_tokens_per_s": r["tok"],
+              "output_tokens_ci_low_per_s": r["tok"] * 0.99, "output_tokens_ci_high_per_s": r["tok"] * 1.01,
+              "tpot_mean_ms": r["tpot"], "tpot_ci_low_ms": r["tpot"] * 0.95, "tpot_ci_high_ms": r["tpot"] * 1.05,
+              "ttft_p50_ms": 10.0} for r in rows]
+    specs.append({"bs": 64, "thr": 1e6, "workload": "classify", "output_tokens_per_s": math.nan,
+                  "output_tokens_ci_low_per_s": math.nan, "output_tokens_ci_high_per_s": math.nan,
+                  "tpot_mean_ms": math.nan, "tpot_ci_low_ms": math.nan, "tpot_ci_high_ms": math.nan,
+                  "ttft_p50_ms": math.nan})
+    return table(*specs)
+
+
+def test_tokens_objective_takes_the_most_tokens_per_second_under_the_tpot_slo():
+    t = generation({"bs": 1, "tok": 100, "tpot": 10}, {"bs": 8, "tok": 500, "tpot": 16}, {"bs": 32, "tok": 900, "tpot": 35})
+    best = only(choose_optimal(t, "tokens"))  # the classify row is no candidate, not even a scope
+    assert (best["batch_size"], best["unit"], best["value"]) == (32, "tokens/s", 900)
+    bounded = only(choose_optimal(t, "tokens", tpot_slo_ms=20))
+    assert bounded["batch_size"] == 8 and "TPOT ≤ 20 ms" in bounded["reason"] and "TPOT 16 ms" in bounded["reason"]
+    marginal = only(choose_optimal(t, "tokens", tpot_slo_ms=16.5))  # 16 ms, but its CI reaches 16.8
+    assert marginal["batch_size"] == 8 and "marginal" in marginal["reason"]
+    none = only(choose_optimal(t, "tokens", tpot_slo_ms=5))
+    assert none["batch_size"] is None and "no configuration meets TPOT ≤ 5 ms; the lowest TPOT is 10 ms" in none["reason"]
+    assert choose_optimal(table({"bs": 1, "thr": 10}), "tokens") == []  # nothing generated: no answer at all

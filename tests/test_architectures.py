@@ -193,11 +193,28 @@ def test_a_real_run_generates_on_every_rank(tmp_path):
     out = tmp_path / "gen.h5"
     proc = run_cli(["--model", llama, "--workload", "classify,generate", "--max-new-tokens", "4", "--batch-sizes",
                     "1,2", "--seq-lens", "16", "--precisions", "fp32", "--warmup-s", "0", "--min-time", "0.2",
-                    "--max-time", "1", "--output", out], n=3)
+                    "--max-time", "1", "--repeats", "2", "--output", out], n=3)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     t = read_tasks(out)
-    assert sorted(zip(t["workload"].tolist(), t["batch_size"].tolist())) == [
-        ("classify", 1), ("classify", 2), ("generate", 1), ("generate", 2)]
+    assert sorted(zip(t["workload"].tolist(), t["batch_size"].tolist())) == sorted(2 * [
+        ("classify", 1), ("classify", 2), ("generate", 1), ("generate", 2)])
     assert set(t["status"]) == {"ok"} and set(t["rank"]) <= {1, 2}
     generated = t["workload"] == "generate"
     assert (t["ttft_p50_ms"][generated] > 0).all() and np.isnan(t["ttft_p50_ms"][~generated]).all()
+
+    # the analysis: token figures drawn whatever converged, windows combined, a table and the tokens objective
+    from mpibench.analysis import analyze, write_all
+
+    a = analyze(out, tpot_slo_ms=1e4)
+    written = {p.name for p in write_all(a, tmp_path / "report")}
+    assert {"output_tokens.png", "ttft.png", "tpot.png"} <= written
+    gen = a.rows[a.tasks["workload"][a.rows] == "generate"]
+    assert len(gen) == 2 and (a.tasks["windows"][gen] == 2).all()
+    for name, lo, hi in (("ttft_p50_ms", "ttft_ci_low_ms", "ttft_ci_high_ms"),
+                         ("output_tokens_per_s", "output_tokens_ci_low_per_s", "output_tokens_ci_high_per_s")):
+        assert (a.tasks[lo][gen] <= a.tasks[name][gen]).all() and (a.tasks[name][gen] <= a.tasks[hi][gen]).all()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Generation" in report and "output tokens/s (TPOT ≤ 10000 ms)" in report
+    assert [r["workload"] for r in a.optimal["tokens"]["per_device"]] == ["generate"]
+    compared = run_cli(["--compare", out, out], module="mpibench.analyze")
+    assert compared.returncode == 0 and "TTFT change" in compared.stdout and "TPOT change" in compared.stdout

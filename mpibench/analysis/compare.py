@@ -3,7 +3,9 @@
 Configurations match on (model, device, precision, batch_size, seq_len, threads). The compared figure
 is the throughput from the median latency. A change is significant when the two 95 % CIs do not
 overlap (conservative: two non-overlapping 95 % intervals mean p < 0.01 for the difference). It is a
-regression when it is significant and throughput fell by more than the threshold.
+regression when it is significant and throughput fell by more than the threshold. Generation's rows also
+show how their time to first token and time per output token changed (* where the CIs are apart); the
+verdict stays with throughput (for generation, output tokens/s changes by the same percentage).
 
 The gate fails closed: a configuration usable in the base run (ok, with a throughput) that the new run
 did not measure as usable is a failure too, whether it now fails (failed, oom), was unavailable or
@@ -21,6 +23,9 @@ from mpibench.analysis.table import (col, config_of, converged, key_columns, lab
                                      throughput_ci)
 
 FAILING = ("failed", "oom")
+#: Generation's figures whose change is shown: (value, CI low, CI high) columns.
+TOKEN_CHANGES = {"ttft": ("ttft_p50_ms", "ttft_ci_low_ms", "ttft_ci_high_ms"),
+                 "tpot": ("tpot_mean_ms", "tpot_ci_low_ms", "tpot_ci_high_ms")}
 #: Verdicts that fail the gate; all but "regressed" only for a configuration usable in the base run.
 FAILURES = ("regressed", "now failing", "missing in new run", "no result in new run")
 
@@ -60,7 +65,9 @@ def _index(t: dict[str, np.ndarray], columns: tuple[str, ...]) -> dict[tuple, di
             "status": str(col(t, "status", "ok")[i]), "message": str(col(t, "message", "")[i]),
             "converged": bool(ok[i]),
             "value": float(thr[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
-            "p99_ms": float(latency_p99(t)[i])}
+            "p99_ms": float(latency_p99(t)[i]),
+            **{f"{name}_{part}": float(col(t, c)[i]) for name, cols in TOKEN_CHANGES.items()
+               for part, c in zip(("value", "ci_low", "ci_high"), cols)}}
     return out
 
 
@@ -78,6 +85,11 @@ def _verdict(row: dict, threshold_pct: float) -> str:
         return "no result in new run"
     row["change_pct"] = (n["value"] / b["value"] - 1) * 100
     row["p99_change_pct"] = (n["p99_ms"] / b["p99_ms"] - 1) * 100 if b["p99_ms"] > 0 else math.nan
+    for name in TOKEN_CHANGES:
+        bv, nv = b.get(f"{name}_value", math.nan), n.get(f"{name}_value", math.nan)
+        row[f"{name}_change_pct"] = (nv / bv - 1) * 100 if bv > 0 and math.isfinite(nv) else math.nan
+        row[f"{name}_significant"] = bool(n[f"{name}_ci_high"] < b[f"{name}_ci_low"]
+                                          or n[f"{name}_ci_low"] > b[f"{name}_ci_high"])
     row["significant"] = bool(n["ci_high"] < b["ci_low"] or n["ci_low"] > b["ci_high"])
     if not row["significant"]:
         return "no significant change"
@@ -90,15 +102,18 @@ def _verdict(row: dict, threshold_pct: float) -> str:
 
 def format_table(rows: list[dict], base_name: str, new_name: str, threshold_pct: float) -> str:
     """The comparison as a plain-text table with a closing verdict line."""
+    tokens = [n for n in TOKEN_CHANGES if any(math.isfinite(r.get(f"{n}_change_pct", math.nan)) for r in rows)]
     header = ("configuration", "base samples/s [95 % CI]", "new samples/s [95 % CI]", "change", "p99 change",
-              "verdict")
+              *(f"{n.upper()} change" for n in tokens), "verdict")
     body = [(label(r, ("model",)), _value(r["base"]), _value(r["new"]), _pct(r["change_pct"], r["significant"]),
-             _pct(r["p99_change_pct"], False), r["verdict"]) for r in rows]
+             _pct(r["p99_change_pct"], False),
+             *(_pct(r.get(f"{n}_change_pct", math.nan), r.get(f"{n}_significant", False)) for n in tokens),
+             r["verdict"]) for r in rows]
     widths = [max(len(h), *(len(b[k]) for b in body)) if body else len(h) for k, h in enumerate(header)]
     lines = [f"base: {base_name}", f"new:  {new_name}", "",
              "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) if k in (0, 5) else c.rjust(w)
+    lines += ["  ".join(c.ljust(w) if k in (0, len(header) - 1) else c.rjust(w)
                         for k, (c, w) in enumerate(zip(b, widths))).rstrip() for b in body]
     bad = failures(rows)
     lines += ["", f"{len(bad)} of {len(rows)} configurations regressed (a significant drop of more than "

@@ -10,7 +10,9 @@ Rules, in order:
    - `latency`: with an SLO, the candidates whose p99 is at most the SLO, then highest throughput;
      without one, the lowest p99 (its CI from the raw samples where the table has one);
    - `energy`: J/sample where a counter measured it (no CI exists: one reading per task, so values
-     within ENERGY_TIE of the best count as equal).
+     within ENERGY_TIE of the best count as equal);
+   - `tokens` (generation only): output tokens/s with its CI, with a TPOT SLO among the candidates whose
+     time per output token is at most the SLO.
 3. Every candidate whose CI overlaps the best one's ties with it; among the tied, the cheapest wins:
    smaller batch, then lower latency, then fewer threads, then the precision that changes the
    numbers least. The answer names the others it tied with.
@@ -28,15 +30,16 @@ from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_
                                      group_rows, label, latency_p99, n_rows, per_configuration, present,
                                      throughput_ci, why_ineligible)
 
-OBJECTIVES = ("throughput", "latency", "energy")
-UNITS = {"throughput": "samples/s", "latency": "ms", "energy": "J/sample"}
+OBJECTIVES = ("throughput", "latency", "energy", "tokens")
+UNITS = {"throughput": "samples/s", "latency": "ms", "energy": "J/sample", "tokens": "tokens/s"}
 #: Relative difference within which two energy readings count as equal (they carry no CI).
 ENERGY_TIE = 0.05
 _PER = {"device": ("device", *WORKLOAD), "overall": WORKLOAD}  # of these, the columns a table has
 
 
 def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
-                   latency_slo_ms: float | None = None, per: str = "device", rows=None) -> list[dict]:
+                   latency_slo_ms: float | None = None, per: str = "device", rows=None,
+                   tpot_slo_ms: float | None = None) -> list[dict]:
     """The recommended configuration(s): one dict per device (per device and workload when the run
     swept several models or sequence lengths), or per workload with per="overall".
 
@@ -56,10 +59,13 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
         return []
     if rows is None:
         tasks, rows = per_configuration(tasks)
+    if objective == "tokens":  # generation's rows only; its bound is the time per output token
+        rows = rows[col(tasks, "workload", "classify").astype(str)[rows] == "generate"]
+    slo = tpot_slo_ms if objective == "tokens" else latency_slo_ms
     by = present(tasks, _PER[per])
-    why, m = _why_not(tasks, objective), _metric(tasks, objective, latency_slo_ms)
+    why, m = _why_not(tasks, objective), _metric(tasks, objective, slo)
     thr = throughput_ci(tasks)[0]
-    return [_choose(tasks, idx, objective, latency_slo_ms, dict(zip(by, key)), why, m, thr)
+    return [_choose(tasks, idx, objective, slo, dict(zip(by, key)), why, m, thr)
             for key, idx in group_rows(tasks, by, rows).items()]
 
 
@@ -91,14 +97,24 @@ def _metric(t: dict, objective: str, slo: float | None) -> _Metric:
     if objective == "latency":  # a p99's CI needs ~700 samples (and the raw ones); else ties follow the median's
         return _Metric(latency_p99(t), col(t, "p99_ci_low_ms"), col(t, "p99_ci_high_ms"),
                        False, "ms", (col(t, "e2e_ci_low_ms"), col(t, "e2e_ci_high_ms")))
+    if objective == "tokens":
+        return _Metric(col(t, "output_tokens_per_s"), col(t, "output_tokens_ci_low_per_s"),
+                       col(t, "output_tokens_ci_high_per_s"), True, UNITS["tokens"])
     jps = col(t, "j_per_sample").astype(float)
     return _Metric(jps, jps * (1 - ENERGY_TIE), jps * (1 + ENERGY_TIE), False, "J/sample")
+
+
+#: The objectives an SLO bounds: the column held to it and its name.
+_BOUND = {"latency": (latency_p99, "p99"), "tokens": (lambda t: col(t, "tpot_mean_ms"), "TPOT")}
 
 
 def _why_not(t: dict, objective: str) -> np.ndarray:
     why = why_ineligible(t)
     if objective == "energy":
         why = np.where((why == "") & ~energy_measured(t), "energy not measured", why)
+    if objective == "tokens":
+        why = np.where((why == "") & ~np.isfinite(col(t, "output_tokens_per_s").astype(float)),
+                       "no tokens/s measured", why)
     return why
 
 
@@ -108,10 +124,10 @@ def _choose(t: dict, idx: np.ndarray, objective: str, slo: float | None, scope: 
     omit = tuple(scope) + ("model",)
     excluded = [{**config_of(t, i), "why": str(why[i])} for i in idx if why[i]]
     cand = idx[why[idx] == ""]
-    if objective == "latency" and slo is not None and len(cand):
-        meets = cand[latency_p99(t)[cand] <= slo]
+    if objective in _BOUND and slo is not None and len(cand):
+        meets = cand[_BOUND[objective][0](t)[cand] <= slo]
         if len(meets) == 0:
-            return _nothing(scope, objective, excluded, _slo_missed(t, cand, slo, omit))
+            return _nothing(scope, objective, excluded, _slo_missed(t, cand, slo, omit, objective))
         cand = meets
     if len(cand) == 0:
         return _nothing(scope, objective, excluded, _why_none(objective, excluded, idx))
@@ -139,7 +155,8 @@ def _reason(t, m, out, chosen, best, others, objective, slo, omit) -> str:
     unit = out["unit"]
     what = {"throughput": "highest throughput", "energy": "lowest energy per sample",
             "latency": (f"highest throughput with p99 ≤ {slo:g} ms" if slo is not None
-                        else "lowest p99 latency")}[objective]
+                        else "lowest p99 latency"),
+            "tokens": "highest output tokens/s" + (f" with TPOT ≤ {slo:g} ms" if slo is not None else "")}[objective]
     if objective == "energy":
         ci = f"no CI: one energy reading per task; readings within {ENERGY_TIE:.0%} count as equal"
     elif objective == "latency" and slo is None and "p99_ci_low_ms" not in t:
@@ -154,6 +171,11 @@ def _reason(t, m, out, chosen, best, others, objective, slo, omit) -> str:
             text += " (too few iterations for a 95 % upper bound on the p99)"
         elif hi > slo:
             text += f" (marginal: the p99's 95 % upper bound, {fmt(hi)} ms, is above the SLO)"
+    if objective == "tokens":
+        text += f"; TPOT {fmt(col(t, 'tpot_mean_ms')[chosen])} ms, TTFT {fmt(col(t, 'ttft_p50_ms')[chosen])} ms"
+        hi = float(col(t, "tpot_ci_high_ms")[chosen])
+        if slo is not None and hi > slo:
+            text += f" (marginal: the TPOT's 95 % upper bound, {fmt(hi)} ms, is above the SLO)"
     if others:
         names = ", ".join(label(config_of(t, i), omit) for i in others)
         if objective == "energy":
@@ -180,10 +202,11 @@ def _never_chosen(excluded: list[dict], omit: tuple[str, ...], limit: int = 6) -
             + ", ".join(f"{n} {why}" for why, n in counts.most_common()) + ")")
 
 
-def _slo_missed(t, cand, slo, omit) -> str:
-    p99 = latency_p99(t)
-    i = cand[np.argmin(p99[cand])]
-    return (f"no configuration meets p99 ≤ {slo:g} ms; the lowest p99 is {fmt(p99[i])} ms "
+def _slo_missed(t, cand, slo, omit, objective: str = "latency") -> str:
+    column, name = _BOUND[objective]
+    values = column(t)
+    i = cand[np.argmin(values[cand])]
+    return (f"no configuration meets {name} ≤ {slo:g} ms; the lowest {name} is {fmt(values[i])} ms "
             f"({label(config_of(t, i), omit)})")
 
 

@@ -25,6 +25,7 @@ class Analysis:
     optimal: dict[str, dict[str, list[dict]]]  # objective -> {"per_device": [...], "overall": [...]}
     latency_slo_ms: float | None = None
     scaling: list[dict] = field(default_factory=list)
+    tpot_slo_ms: float | None = None
     windowed: dict[str, np.ndarray] = field(default_factory=dict)  # every window's rows, their own figures
 
     def recommended(self, objective: str = "throughput") -> list[dict]:
@@ -47,7 +48,8 @@ class Analysis:
         return self.rows[self.tasks["drift_significant"][self.rows].astype(bool)]
 
 
-def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) -> Analysis:
+def analyze(path: str | Path, latency_slo_ms: float | None = None, tpot_slo_ms: float | None = None,
+            **load_kw) -> Analysis:
     """Everything the report, the figures and optimal.json need, from one pass over the file."""
     run = load_run(path, **load_kw)
     t = dict(run.tasks)
@@ -62,11 +64,12 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, **load_kw) ->
     t.update(profile)
     t["throughput_sps"], t["throughput_ci_low_sps"], t["throughput_ci_high_sps"] = throughput_ci(t)
     t["why_ineligible"] = why_ineligible(t)
-    optimal = {obj: {per: choose_optimal(t, obj, latency_slo_ms, per=p, rows=rows)
+    optimal = {obj: {per: choose_optimal(t, obj, latency_slo_ms, per=p, rows=rows, tpot_slo_ms=tpot_slo_ms)
                      for per, p in (("per_device", "device"), ("overall", "overall"))}
                for obj in OBJECTIVES}
     scaling = scaling_mod.summary(run.scaling) if run.scaling is not None else []
-    return Analysis(run, t, rows, anomalies, optimal, latency_slo_ms, scaling, windowed)
+    return Analysis(run, t, rows, anomalies, optimal, latency_slo_ms, scaling, windowed=windowed,
+                    tpot_slo_ms=tpot_slo_ms)
 
 
 def _in_every_window(windowed: dict, t: dict, profile: dict, anomalies: list[dict]) -> list[dict]:

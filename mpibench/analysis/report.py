@@ -53,7 +53,8 @@ def build(a: Analysis, made: list[FigureFile]) -> list:
     blocks: list = [D.Heading(f"mpibench report: {a.run.path.name}", 1), D.Para(headline(a))]
     if not a.run.complete:
         blocks.append(D.Para(_incomplete(a)))
-    blocks += _facts(a) + _recommendation(a) + _results(a) + contrasts.section(a.tasks, a.rows, a.windowed)
+    blocks += _facts(a) + _recommendation(a) + _results(a) + _generation(a)
+    blocks += contrasts.section(a.tasks, a.rows, a.windowed)
     blocks += _profile(a) + _excluded(a) + _quality(a)
     blocks += _scaling(a)
     blocks.append(D.Heading("Figures"))
@@ -170,6 +171,8 @@ def _objective(obj: str, a: Analysis) -> str:
     if obj == "latency":
         return f"latency (p99 ≤ {a.latency_slo_ms:g} ms, then throughput)" if a.latency_slo_ms is not None \
             else "latency (lowest p99)"
+    if obj == "tokens":
+        return "output tokens/s" + (f" (TPOT ≤ {a.tpot_slo_ms:g} ms)" if a.tpot_slo_ms is not None else "")
     return {"throughput": "throughput", "energy": "energy (J/sample)"}[obj]
 
 
@@ -211,6 +214,39 @@ def _results(a: Analysis) -> list:
         blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
         blocks.append(D.Table(header, [_result_row(t, i, has_energy, has_mfu) for i in idx],
                               align="l" + "r" * (len(header) - 2) + "l"))
+    return blocks
+
+
+def _generation(a: Analysis) -> list:
+    """Generation's token figures, one table per device and precision."""
+    t = a.tasks
+    rows = a.rows[(col(t, "workload", "classify").astype(str)[a.rows] == "generate") & (t["status"][a.rows] == "ok")]
+    if len(rows) == 0:
+        return []
+    header = ["batch", "output tokens/s [95 % CI]", "TTFT p50 (ms) [95 % CI]", "TPOT (ms) [95 % CI]",
+              "ITL p99 (ms)", "prefill tokens/s", "J/token", "decode GB/s", "MBU %", "notes"]
+    blocks = [D.Heading("Generation"),
+              D.Para("Output tokens/s is batch size x new tokens over the median request latency (a server's: the "
+                     "tokens it delivered per second); TTFT runs to the prefill that gives the first token (a "
+                     "server's: from each request's arrival); TPOT is the mean decode step after it, ITL one "
+                     "decode step. Decode GB/s is the weights and KV cache a step reads over the TPOT; MBU its "
+                     "fraction of the device's datasheet bandwidth."
+                     + (f" The tokens objective holds TPOT ≤ {a.tpot_slo_ms:g} ms." if a.tpot_slo_ms else ""))]
+    by = present(t, ("device", "precision", *SERIES))
+    omit = ("device", "precision", "batch_size") + constant_columns(t)
+    for idx in group_rows(t, by, rows).values():
+        cfg = config_of(t, idx[0])
+        extra = label(cfg, omit)
+        blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
+        blocks.append(D.Table(header, [[
+            str(t["batch_size"][i]),
+            _with_ci(col(t, "output_tokens_per_s")[i], col(t, "output_tokens_ci_low_per_s")[i],
+                     col(t, "output_tokens_ci_high_per_s")[i]),
+            _with_ci(col(t, "ttft_p50_ms")[i], col(t, "ttft_ci_low_ms")[i], col(t, "ttft_ci_high_ms")[i]),
+            _with_ci(col(t, "tpot_mean_ms")[i], col(t, "tpot_ci_low_ms")[i], col(t, "tpot_ci_high_ms")[i]),
+            fmt(col(t, "itl_p99_ms")[i]), fmt(col(t, "prefill_tokens_per_s")[i]), fmt(col(t, "j_per_token")[i]),
+            fmt(col(t, "decode_gbs")[i]), fmt(col(t, "mbu")[i] * 100, 3), _notes(t, i)] for i in idx],
+            align="l" + "r" * (len(header) - 2) + "l"))
     return blocks
 
 

@@ -190,11 +190,37 @@ def per_configuration(t: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
                 t["throughput_mean_sps"][row] = float(np.mean(t["throughput_mean_sps"][idx].astype(float)))
         t["latency_p99_ms"][row] = float(np.mean(t["latency_p99_ms"][idx].astype(float)))
         t["j_per_sample"][row] = float(np.mean(t["j_per_sample"][idx].astype(float)))
+        if "ttft_p50_ms" in t and np.isfinite(t["ttft_p50_ms"][row]):
+            _combine_tokens(t, row, idx, server[row])
         if "converged" in t:  # recommended only if every window converged
             t["converged"][row] = bool(np.all(converged(take(t, idx))))
         t["windows"][row] = len(idx)
         t["window_spread"][row] = float(np.max(medians) / np.min(medians) - 1)
     return t, rows
+
+
+#: Generation's figures with a CI, combined over windows as the median latency is.
+TOKEN_FIGURES = (("ttft_p50_ms", "ttft_ci_low_ms", "ttft_ci_high_ms"),
+                 ("tpot_mean_ms", "tpot_ci_low_ms", "tpot_ci_high_ms"))
+
+
+def _combine_tokens(t: dict[str, np.ndarray], row: int, idx: np.ndarray, server: bool) -> None:
+    """A generation configuration's windows: TTFT and TPOT as combine_windows combines medians, output
+    tokens/s from the combined request latency (a server's: the mean of what it delivered), the means of
+    the rest."""
+    for name, lo, hi in TOKEN_FIGURES:
+        if lo in t:
+            t[name][row], t[lo][row], t[hi][row] = combine_windows(t[name][idx], t[lo][idx], t[hi][idx])
+    tokens = float(col(t, "new_tokens", 0)[row]) * float(t["batch_size"][row]) * 1e3
+    if server or not tokens:
+        t["output_tokens_per_s"][row] = float(np.mean(t["output_tokens_per_s"][idx].astype(float)))
+    elif "output_tokens_ci_low_per_s" in t:
+        e2e, lo, hi = t["e2e_p50_ms"][row], t["e2e_ci_low_ms"][row], t["e2e_ci_high_ms"][row]
+        t["output_tokens_per_s"][row], t["output_tokens_ci_low_per_s"][row] = tokens / e2e, tokens / hi
+        t["output_tokens_ci_high_per_s"][row] = tokens / lo if lo > 0 else math.inf
+    for name in ("ttft_p99_ms", "j_per_token", "prefill_tokens_per_s"):
+        if name in t:
+            t[name][row] = float(np.mean(t[name][idx].astype(float)))
 
 
 def in_every_window(full: dict[str, np.ndarray], found: list, find: Callable[[dict], list],

@@ -153,7 +153,7 @@ def choose_for_optimal(cfg: Config, options: Options, planned: list[Task], run_t
 
     planned = first_windows(planned)
     objective = options.objective
-    slo = cfg.server.latency_slo_ms if objective == "latency" else None
+    slo = {"latency": cfg.server.latency_slo_ms, "tokens": cfg.server.tpot_slo_ms}.get(objective)
     if options.optimal:
         final, log = from_file(options.optimal, planned, objective, slo)
         log.insert(0, f"chosen from {options.optimal} for objective {objective}")
