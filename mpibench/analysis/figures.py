@@ -324,34 +324,24 @@ def _generated(a: Analysis) -> np.ndarray:
 
 
 def output_tokens(a: Analysis, out):
-    rows = _generated(a)
-    if len(rows) == 0:
-        return None
     bound = f" (TPOT ≤ {a.tpot_slo_ms:g} ms)" if a.tpot_slo_ms is not None else ""
     return _batch_figure(
         a, out, "output_tokens", "Output tokens/s vs batch size (generation)", "output tokens/s",
         "output_tokens_per_s", "output_tokens_ci_low_per_s", "output_tokens_ci_high_per_s",
         "Tokens generated per second: batch size x new tokens over the median request latency (a server's: "
         f"what it delivered); error bars: 95 % CI. ★ is the configuration recommended for tokens/s{bound}.",
-        rows=rows, objective="tokens")
+        rows=_generated(a), objective="tokens")
 
 
 def ttft(a: Analysis, out):
-    rows = _generated(a)
-    if len(rows) == 0:
-        return None
     return _batch_figure(
         a, out, "ttft", "Time to first token vs batch size (generation)", "time to first token, median (ms)",
         "ttft_p50_ms", "ttft_ci_low_ms", "ttft_ci_high_ms",
         "Preprocess, host-to-device and the prefill that gives the first token (a server's: from each request's "
-        "arrival, queueing included); error bars: 95 % CI of the median.", rows=rows, objective="tokens")
+        "arrival, queueing included); error bars: 95 % CI of the median.", rows=_generated(a), objective="tokens")
 
 
 def tpot(a: Analysis, out):
-    rows = _generated(a)
-    if len(rows) == 0:
-        return None
-
     def slo_line(ax, key, idx):
         if a.tpot_slo_ms is None:
             return []
@@ -363,18 +353,16 @@ def tpot(a: Analysis, out):
         "tpot_mean_ms", "tpot_ci_low_ms", "tpot_ci_high_ms",
         "The mean decode step after the first token; error bars: 95 % CI over the iterations. A larger batch "
         "makes more tokens per step at a longer step: the tokens/s figure shows the trade.",
-        rows=rows, extra=slo_line, objective="tokens")
+        rows=_generated(a), extra=slo_line, objective="tokens")
 
 
 def energy_per_token(a: Analysis, out):
     rows = _generated(a)
-    rows = rows[energy_measured(a.tasks)[rows]]
-    if len(rows) == 0:
-        return None
     return _batch_figure(a, out, "energy_per_token", "Energy per output token vs batch size (generation)",
                          "energy (J/token)", "j_per_token", None, None,
                          "Joules per generated token from the hardware counters over each measured window (one "
-                         "reading per configuration, so no CI).", rows=rows, objective="energy")
+                         "reading per configuration, so no CI).", rows=rows[energy_measured(a.tasks)[rows]],
+                         objective="energy")
 
 
 #: Drawn where a run generated (--workload generate), absent otherwise.
