@@ -39,3 +39,13 @@ def test_from_a_file_runs_the_chosen_configuration(tiny_run_4, tmp_path):
     assert (t["precision"][0], t["batch_size"][0]) == (chosen["precision"], chosen["batch_size"])
     again = run_cli(["--resume", out])
     assert again.returncode == 2 and "--optimal run" in again.stderr
+
+
+def test_the_tokens_objective_scores_generation_under_its_tpot_bound():
+    from mpibench.optimal import score
+
+    gen = {"status": "ok", "workload": "generate", "output_tokens_per_s": 900.0, "tpot_mean_ms": 30.0}
+    assert score(gen, "tokens", None) == 900.0 and score(gen, "tokens", 40.0) == 900.0
+    assert score(gen, "tokens", 20.0) == float("-inf")  # misses the TPOT bound
+    assert score({**gen, "workload": "classify"}, "tokens", None) == float("-inf")  # makes no tokens
+    assert score({**gen, "status": "failed"}, "tokens", None) == float("-inf")
