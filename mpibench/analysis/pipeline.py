@@ -12,8 +12,8 @@ from mpibench.analysis import scaling as scaling_mod
 from mpibench.analysis.load import Run, load_run
 from mpibench.analysis.optimum import OBJECTIVES, choose_optimal
 from mpibench.analysis.profile import batch_profile
-from mpibench.analysis.table import (config_of, key_columns, per_configuration, take, throughput_ci, why_ineligible,
-                                     window_rows)
+from mpibench.analysis.table import (config_of, in_every_window, key_columns, per_configuration, take, throughput_ci,
+                                     why_ineligible)
 
 
 @dataclass
@@ -74,23 +74,17 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, tpot_slo_ms: 
 
 def _in_every_window(windowed: dict, t: dict, profile: dict, anomalies: list[dict]) -> list[dict]:
     """The anomalies, and the significant changes from one batch size to the next, that every measurement
-    window shows on its own (--repeats); the others are withdrawn, from `profile` too."""
-    windows = [take(windowed, rows) for rows in window_rows(windowed)]
-    if len(windows) < 2:
-        return anomalies
-    anomaly_keys = _keys(t, profile, "anomaly")
-    change_keys = _keys(t, profile, "vs_prev_significant")
-    for w in windows:
-        w_profile, _ = batch_profile(w)
-        anomaly_keys &= _keys(w, w_profile, "anomaly")
-        change_keys &= _keys(w, w_profile, "vs_prev_significant")
+    window shows on its own (--repeats: table.in_every_window); the others are withdrawn, from `profile` too."""
+    held = {verdict: set(in_every_window(windowed, list(_keys(t, profile, verdict)),
+                                         lambda w, v=verdict: list(_keys(w, batch_profile(w)[0], v))))
+            for verdict in ("anomaly", "vs_prev_significant")}
     for i in np.flatnonzero(profile["anomaly"] != ""):
-        if _key(t, profile, i, "anomaly") not in anomaly_keys:
+        if _key(t, profile, i, "anomaly") not in held["anomaly"]:
             profile["anomaly"][i] = ""
     for i in np.flatnonzero(profile["vs_prev_significant"]):
-        if _key(t, profile, i, "vs_prev_significant") not in change_keys:
+        if _key(t, profile, i, "vs_prev_significant") not in held["vs_prev_significant"]:
             profile["vs_prev_significant"][i] = False
-    return [f for f in anomalies if tuple(f[k] for k in key_columns(t)) + (f["kind"],) in anomaly_keys]
+    return [f for f in anomalies if tuple(f[k] for k in key_columns(t)) + (f["kind"],) in held["anomaly"]]
 
 
 def _key(t: dict, profile: dict, i: int, verdict: str) -> tuple:
