@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mpibench import __version__
+from mpibench.analysis.optimum import OBJECTIVES
 from mpibench.cli import (Parser, add_config_flags, claim_output, config_flags, launcher_rank, launcher_size,
                           load_config, overrides)
 from mpibench.config import Config, build, merge
@@ -42,7 +43,7 @@ def build_parser() -> Parser:
     p.add_argument("--optimal", nargs="?", const="", metavar="RUN.h5",
                    help="measure only the best configuration, longer: the one chosen from RUN.h5, or "
                         "(without a file) found by a quick search of the sweep (successive halving)")
-    p.add_argument("--objective", choices=("throughput", "latency", "energy", "tokens"), default="throughput",
+    p.add_argument("--objective", choices=OBJECTIVES, default="throughput",
                    help="what --optimal optimises (latency: p99 under --latency-slo-ms, then "
                         "throughput; energy: J/sample; tokens: generation's output tokens/s, with "
                         "--tpot-slo-ms under that bound) (default: throughput)")

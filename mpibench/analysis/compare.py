@@ -86,7 +86,7 @@ def _verdict(row: dict, threshold_pct: float) -> str:
     row["change_pct"] = (n["value"] / b["value"] - 1) * 100
     row["p99_change_pct"] = (n["p99_ms"] / b["p99_ms"] - 1) * 100 if b["p99_ms"] > 0 else math.nan
     for name in TOKEN_CHANGES:
-        bv, nv = b.get(f"{name}_value", math.nan), n.get(f"{name}_value", math.nan)
+        bv, nv = b[f"{name}_value"], n[f"{name}_value"]
         row[f"{name}_change_pct"] = (nv / bv - 1) * 100 if bv > 0 and math.isfinite(nv) else math.nan
         row[f"{name}_significant"] = bool(n[f"{name}_ci_high"] < b[f"{name}_ci_low"]
                                           or n[f"{name}_ci_low"] > b[f"{name}_ci_high"])

@@ -75,16 +75,17 @@ def analyze(path: str | Path, latency_slo_ms: float | None = None, tpot_slo_ms: 
 def _in_every_window(windowed: dict, t: dict, profile: dict, anomalies: list[dict]) -> list[dict]:
     """The anomalies, and the significant changes from one batch size to the next, that every measurement
     window shows on its own (--repeats: table.in_every_window); the others are withdrawn, from `profile` too."""
-    held = {verdict: set(in_every_window(windowed, list(_keys(t, profile, verdict)),
-                                         lambda w, v=verdict: list(_keys(w, batch_profile(w)[0], v))))
-            for verdict in ("anomaly", "vs_prev_significant")}
+    def verdicts(table: dict, p: dict) -> list[tuple]:
+        return [(v, *k) for v in ("anomaly", "vs_prev_significant") for k in _keys(table, p, v)]
+
+    held = set(in_every_window(windowed, verdicts(t, profile), lambda w: verdicts(w, batch_profile(w)[0])))
     for i in np.flatnonzero(profile["anomaly"] != ""):
-        if _key(t, profile, i, "anomaly") not in held["anomaly"]:
+        if ("anomaly", *_key(t, profile, i, "anomaly")) not in held:
             profile["anomaly"][i] = ""
     for i in np.flatnonzero(profile["vs_prev_significant"]):
-        if _key(t, profile, i, "vs_prev_significant") not in held["vs_prev_significant"]:
+        if ("vs_prev_significant", *_key(t, profile, i, "vs_prev_significant")) not in held:
             profile["vs_prev_significant"][i] = False
-    return [f for f in anomalies if tuple(f[k] for k in key_columns(t)) + (f["kind"],) in held["anomaly"]]
+    return [f for f in anomalies if ("anomaly", *(f[k] for k in key_columns(t)), f["kind"]) in held]
 
 
 def _key(t: dict, profile: dict, i: int, verdict: str) -> tuple:

@@ -206,14 +206,19 @@ def _results(a: Analysis) -> list:
     header = ["batch", "throughput (samples/s) [95 % CI]", "p50 (ms)", "p99 (ms) [95 % CI]", "ms/sample",
               "vs previous", *(f"{p} %" for p in PHASES), *(["J/sample"] if has_energy else []),
               *(["MFU % (estimate / measured)"] if has_mfu else []), "notes"]
+    return blocks + _tables_per_series(t, a.rows, header, lambda i: _result_row(t, i, has_energy, has_mfu))
+
+
+def _tables_per_series(t: dict, rows: np.ndarray, header: list[str], row) -> list:
+    """One table per device, precision and series (heading `cpu · fp32 (…)`), `row(i)` giving each row's cells."""
     by = present(t, ("device", "precision", *SERIES))
     omit = ("device", "precision", "batch_size") + constant_columns(t)
-    for idx in group_rows(t, by, a.rows).values():
+    blocks = []
+    for idx in group_rows(t, by, rows).values():
         cfg = config_of(t, idx[0])
         extra = label(cfg, omit)
         blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
-        blocks.append(D.Table(header, [_result_row(t, i, has_energy, has_mfu) for i in idx],
-                              align="l" + "r" * (len(header) - 2) + "l"))
+        blocks.append(D.Table(header, [row(i) for i in idx], align="l" + "r" * (len(header) - 2) + "l"))
     return blocks
 
 
@@ -232,22 +237,14 @@ def _generation(a: Analysis) -> list:
                      "decode step. Decode GB/s is the weights and KV cache a step reads over the TPOT; MBU its "
                      "fraction of the device's datasheet bandwidth."
                      + (f" The tokens objective holds TPOT ≤ {a.tpot_slo_ms:g} ms." if a.tpot_slo_ms else ""))]
-    by = present(t, ("device", "precision", *SERIES))
-    omit = ("device", "precision", "batch_size") + constant_columns(t)
-    for idx in group_rows(t, by, rows).values():
-        cfg = config_of(t, idx[0])
-        extra = label(cfg, omit)
-        blocks.append(D.Heading(f"{cfg['device']} · {cfg['precision']}" + (f" ({extra})" if extra else ""), 3))
-        blocks.append(D.Table(header, [[
-            str(t["batch_size"][i]),
-            _with_ci(col(t, "output_tokens_per_s")[i], col(t, "output_tokens_ci_low_per_s")[i],
-                     col(t, "output_tokens_ci_high_per_s")[i]),
-            _with_ci(col(t, "ttft_p50_ms")[i], col(t, "ttft_ci_low_ms")[i], col(t, "ttft_ci_high_ms")[i]),
-            _with_ci(col(t, "tpot_mean_ms")[i], col(t, "tpot_ci_low_ms")[i], col(t, "tpot_ci_high_ms")[i]),
-            fmt(col(t, "itl_p99_ms")[i]), fmt(col(t, "prefill_tokens_per_s")[i]), fmt(col(t, "j_per_token")[i]),
-            fmt(col(t, "decode_gbs")[i]), fmt(col(t, "mbu")[i] * 100, 3), _notes(t, i)] for i in idx],
-            align="l" + "r" * (len(header) - 2) + "l"))
-    return blocks
+    return blocks + _tables_per_series(t, rows, header, lambda i: [
+        str(t["batch_size"][i]),
+        _with_ci(col(t, "output_tokens_per_s")[i], col(t, "output_tokens_ci_low_per_s")[i],
+                 col(t, "output_tokens_ci_high_per_s")[i]),
+        _with_ci(col(t, "ttft_p50_ms")[i], col(t, "ttft_ci_low_ms")[i], col(t, "ttft_ci_high_ms")[i]),
+        _with_ci(col(t, "tpot_mean_ms")[i], col(t, "tpot_ci_low_ms")[i], col(t, "tpot_ci_high_ms")[i]),
+        fmt(col(t, "itl_p99_ms")[i]), fmt(col(t, "prefill_tokens_per_s")[i]), fmt(col(t, "j_per_token")[i]),
+        fmt(col(t, "decode_gbs")[i]), fmt(col(t, "mbu")[i] * 100, 3), _notes(t, i)])
 
 
 def _result_row(t: dict, i: int, has_energy: bool, has_mfu: bool = False) -> list[str]:

@@ -160,8 +160,9 @@ class Slo:
             return False
         if self.ttft_ms is not None and not np.percentile(run.ttft_ms, q) <= self.ttft_ms:
             return False
-        tpot = run.tpot_ms if self.tpot_ms is not None else None
-        return tpot is None or np.isnan(tpot).all() or bool(np.nanpercentile(tpot, q) <= self.tpot_ms)
+        if self.tpot_ms is not None and not np.isnan(tpot := run.tpot_ms).all():
+            return bool(np.nanpercentile(tpot, q) <= self.tpot_ms)
+        return True
 
     def __str__(self) -> str:
         bounds = [f"{name} <= {v:g} ms" for name, v in
@@ -281,7 +282,7 @@ def _token_columns(run: ServerRun, slo: Slo, seq_len: int) -> dict:
     """A generation server's per-request token figures (queueing included) and the SLOs it was held to."""
     ttft, _ = latency_percentiles(run.ttft_ms)
     ttft_lo, ttft_hi = median_ci(run.ttft_ms)
-    new_tokens = len(run.steps_ns[0]) if run.steps_ns else 0
+    new_tokens = len(run.steps_ns[0])
     prefill_s = sum(s[0] for s in run.steps_ns) / 1e9
     return {
         "ttft_p50_ms": ttft[50], "ttft_p99_ms": ttft[99], "ttft_ci_low_ms": ttft_lo, "ttft_ci_high_ms": ttft_hi,
