@@ -234,7 +234,7 @@ def _server(task, workload: Workload, runner: Runner, server_cfg, seed: int, bef
     service_s = float(np.median(sum(warm.raw_ns.values()))) / 1e9
     capacity_sps = task.batch_size / service_s
 
-    generation = getattr(workload, "steps", None) is not None  # GenerateWorkload: each step timed apart
+    generation = task.workload == "generate"  # a GenerateWorkload: it times each step apart, in .steps
 
     def run_batch(i: int, k: int) -> list[int]:
         runner.check_stop()
