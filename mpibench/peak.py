@@ -76,12 +76,12 @@ def peak_tflops(device_name: str, precision: str, *, cpu_cores: int | None = Non
     A GPU is looked up by its name; anything else is taken as a CPU and estimated from the cores the
     task ran on (default: this process's affinity), the clock and the flags (default: this host's).
     """
-    for pattern, label, peaks in GPU_PEAKS:
-        if re.search(pattern, device_name, re.IGNORECASE):
-            if precision not in peaks:
-                return NAN, f"no {precision} peak for {label} (datasheet has none)"
-            kind = "non-tensor" if precision == "fp32" else "dense tensor-core"
-            return peaks[precision], f"datasheet: {label} {precision} {kind}"
+    if (row := _datasheet(GPU_PEAKS, device_name)) is not None:
+        label, peaks = row
+        if precision not in peaks:
+            return NAN, f"no {precision} peak for {label} (datasheet has none)"
+        kind = "non-tensor" if precision == "fp32" else "dense tensor-core"
+        return peaks[precision], f"datasheet: {label} {precision} {kind}"
     if _GPU_WORDS.search(device_name):
         return NAN, f"unknown GPU {device_name!r}: no datasheet peak in mpibench.peak"
     return _cpu_peak(precision, cpu_cores, cpu_flags, cpu_ghz)
@@ -118,12 +118,18 @@ def flops_per_cycle(precision: str, flags: set[str]) -> tuple[int, str] | None:
 
 def peak_bandwidth_gbs(device_name: str) -> tuple[float, str]:
     """(the datasheet memory bandwidth in GB/s or NaN, where it comes from or why it is unknown)."""
-    for pattern, label, gbs in GPU_BANDWIDTH:
-        if re.search(pattern, device_name, re.IGNORECASE):
-            return gbs, f"datasheet: {label}"
+    if (row := _datasheet(GPU_BANDWIDTH, device_name)) is not None:
+        label, gbs = row
+        return gbs, f"datasheet: {label}"
     if _GPU_WORDS.search(device_name):
         return NAN, f"unknown GPU {device_name!r}: no datasheet bandwidth in mpibench.peak"
     return NAN, "CPU: no stated memory bandwidth (it depends on the channels populated)"
+
+
+def _datasheet(table: list[tuple], device_name: str) -> tuple | None:
+    """(label, figures) of the first row of a GPU table whose pattern the device name matches, or None."""
+    return next(((label, figures) for pattern, label, figures in table
+                 if re.search(pattern, device_name, re.IGNORECASE)), None)
 
 
 def mfu(achieved_tflops: float, peak: float) -> float:

@@ -11,7 +11,7 @@ from matplotlib.patches import Patch
 from mpibench.analysis import plots as P
 from mpibench.analysis.pipeline import Analysis
 from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
-from mpibench.analysis.table import col, constant_columns, converged, energy_measured, present
+from mpibench.analysis.table import col, constant_columns, converged, energy_measured, generated, present
 from mpibench.stats import PHASES
 
 
@@ -319,8 +319,7 @@ def pareto_front(latency: np.ndarray, throughput: np.ndarray) -> np.ndarray:
 
 
 def _generated(a: Analysis) -> np.ndarray:
-    rows = _ok_rows(a)
-    return rows[col(a.tasks, "workload", "classify").astype(str)[rows] == "generate"]
+    return generated(a.tasks, _ok_rows(a))
 
 
 def output_tokens(a: Analysis, out):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt,
+from mpibench.analysis.table import (KEY, PRECISION_RANK, WORKLOAD, col, config_of, energy_measured, fmt, generated,
                                      group_rows, label, latency_p99, n_rows, per_configuration, present,
                                      throughput_ci, why_ineligible)
 
@@ -60,7 +60,7 @@ def choose_optimal(tasks: dict[str, np.ndarray], objective: str = "throughput",
     if rows is None:
         tasks, rows = per_configuration(tasks)
     if objective == "tokens":  # generation's rows only; its bound is the time per output token
-        rows = rows[col(tasks, "workload", "classify").astype(str)[rows] == "generate"]
+        rows = generated(tasks, rows)
     slo = tpot_slo_ms if objective == "tokens" else latency_slo_ms
     by = present(tasks, _PER[per])
     why, m = _why_not(tasks, objective), _metric(tasks, objective, slo)

@@ -17,7 +17,7 @@ from mpibench.analysis.profile import MIN_EFFECT_PCT, SERIES
 from mpibench.analysis.rawstats import DRIFT_MIN_PCT
 from mpibench.analysis.scaling import describe
 from mpibench.analysis.table import (ENERGY_OK, KEY, col, config_of, constant_columns, converged,
-                                     energy_measured, fmt, group_rows, label, present)
+                                     energy_measured, fmt, generated, group_rows, label, present)
 from mpibench.errors import UsageError
 from mpibench.stats import PHASES
 
@@ -225,7 +225,7 @@ def _tables_per_series(t: dict, rows: np.ndarray, header: list[str], row) -> lis
 def _generation(a: Analysis) -> list:
     """Generation's token figures, one table per device and precision."""
     t = a.tasks
-    rows = a.rows[(col(t, "workload", "classify").astype(str)[a.rows] == "generate") & (t["status"][a.rows] == "ok")]
+    rows = generated(t, a.rows[t["status"][a.rows] == "ok"])
     if len(rows) == 0:
         return []
     header = ["batch", "output tokens/s [95 % CI]", "TTFT p50 (ms) [95 % CI]", "TPOT (ms) [95 % CI]",

@@ -37,6 +37,11 @@ def col(t: dict[str, np.ndarray], name: str, default=math.nan) -> np.ndarray:
     return np.full(n_rows(t), default, dtype=object if isinstance(default, str) else None)
 
 
+def generated(t: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Of `rows`, those that generated (--workload generate)."""
+    return rows[col(t, "workload", "classify").astype(str)[rows] == "generate"]
+
+
 def take(t: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[idx] for k, v in t.items()}
 
